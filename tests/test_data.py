@@ -1,0 +1,112 @@
+"""Loaders: MVTec layout and plain folders, mixed sizes, a corrupt file, masks staying aligned, the split."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from utils import data
+
+
+def write_image(path: Path, height: int, width: int, value: int = 128, channels: int = 3) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = np.full((height, width, channels), value, np.uint8)
+    cv2.imwrite(str(path), image)
+    return path
+
+
+def test_plain_folder_is_recursive_sorted_and_skips_other_files(tmp_path):
+    write_image(tmp_path / "b.png", 20, 30)
+    write_image(tmp_path / "sub" / "a.jpg", 50, 10)
+    write_image(tmp_path / "c.bmp", 8, 8)
+    (tmp_path / "notes.txt").write_text("not an image")
+    layout = data.find_layout(tmp_path)
+    assert layout.kind == "folder"
+    assert [p.name for p in layout.train_files] == ["b.png", "c.bmp", "a.jpg"]
+
+
+def test_mvtec_layout_finds_labels_and_masks(tiny_demo):
+    layout = data.find_layout(tiny_demo)
+    assert layout.kind == "mvtec" and len(layout.train_files) == 16
+    defective = [item for item in layout.test_items if item.is_defective]
+    good = [item for item in layout.test_items if not item.is_defective]
+    assert len(defective) == 10 and len(good) == 4
+    assert all(item.mask_path is not None and item.mask_path.is_file() for item in defective)
+    assert all(item.mask_path is None for item in good)
+    assert data.find_test_items(tiny_demo / "test") == layout.test_items  # the test/ folder itself works too
+
+
+@pytest.mark.parametrize("make", ["missing", "empty"])
+def test_missing_or_empty_folder_explains_the_layout(tmp_path, make):
+    folder = tmp_path / "images"
+    if make == "empty":
+        folder.mkdir()
+    with pytest.raises(ValueError, match="train/good"):
+        data.find_layout(folder)
+
+
+def test_decode_names_the_corrupt_file(tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG not really")
+    with pytest.raises(ValueError, match="broken.png"):
+        data.decode_image(bad)
+
+
+@pytest.mark.parametrize("color_mode, channels", [("grayscale", 1), ("rgb", 3)])
+def test_prepare_image_any_size_to_square_unit_range(color_mode, channels):
+    for shape in [(100, 37), (13, 200, 3), (64, 64, 1)]:
+        image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+        prepared = data.prepare_image(image, size=32, color_mode=color_mode)
+        assert prepared.shape == (32, 32, channels) and prepared.dtype == np.float32
+        assert 0.0 <= prepared.min() and prepared.max() <= 1.0
+
+
+def test_mask_stays_aligned_with_its_image(tmp_path):
+    """A bright square in a 300×120 image and the same square in its mask land on the same resized pixels."""
+    image = np.zeros((120, 300), np.uint8)
+    image[30:60, 150:210] = 255
+    cv2.imwrite(str(tmp_path / "img.png"), image)
+    cv2.imwrite(str(tmp_path / "img_mask.png"), image)
+    resized = data.load_image(tmp_path / "img.png", size=64, color_mode="grayscale")[:, :, 0] > 0.5
+    mask = data.load_mask(tmp_path / "img_mask.png", size=64)
+    assert mask.sum() > 0
+    assert (resized != mask).sum() <= 0.1 * mask.sum()
+
+
+def test_split_is_deterministic_and_disjoint():
+    files = [Path(f"{index:03d}.png") for index in range(50)]
+    train_a, validation_a = data.split_validation(files, fraction=0.1, seed=3)
+    train_b, validation_b = data.split_validation(files, fraction=0.1, seed=3)
+    _, validation_c = data.split_validation(files, fraction=0.1, seed=4)
+    assert (train_a, validation_a) == (train_b, validation_b)
+    assert len(validation_a) == 5 and not set(train_a) & set(validation_a)
+    assert validation_a != validation_c
+
+
+def test_pipeline_streams_mixed_sizes_and_skips_a_corrupt_file(tmp_path):
+    files = [write_image(tmp_path / f"{index}.png", 20 + 7 * index, 45, value=40 * index) for index in range(5)]
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    skipped: set[str] = set()
+    train, validation = data.training_datasets(files[:4] + [corrupt], files[4:], size=16, color_mode="rgb",
+                                               batch_size=2, seed=0, skipped=skipped)
+    train_batches = [inputs.numpy() for inputs, targets in train]
+    assert sum(len(batch) for batch in train_batches) == 4
+    assert all(batch.shape[1:] == (16, 16, 3) for batch in train_batches)
+    assert skipped == {str(corrupt)}
+    (inputs, targets), = list(validation)
+    np.testing.assert_allclose(inputs.numpy(), 160 / 255, atol=1e-6)
+    np.testing.assert_array_equal(inputs.numpy(), targets.numpy())
+
+
+def test_denoising_input_is_noisy_and_target_clean(tmp_path):
+    files = [write_image(tmp_path / f"{index}.png", 32, 32, value=100) for index in range(4)]
+    train, _ = data.training_datasets(files[:3], files[3:], size=32, color_mode="grayscale", batch_size=3,
+                                      seed=0, noise=True)
+    inputs, targets = next(iter(train))
+    np.testing.assert_allclose(targets.numpy(), 100 / 255, atol=1e-6)
+    difference = inputs.numpy() - targets.numpy()
+    assert 0.05 < difference.std() < 0.3  # gaussian σ 0.1 plus bright lines
+    assert (inputs.numpy() >= 0.999).sum() >= 3  # at least one saturated bright line per image (clipping aside)

@@ -1,0 +1,96 @@
+"""Train an autoencoder on defect-free images and save a run folder (last stdout line: its path).
+
+    python train.py                                   # myCAE on the built-in demo set, 100 epochs max
+    python train.py --data path/to/mvtec_like --model mvtecCAE --size 128 --epochs 50
+    python train.py --resume saved_models/<run>       # continue a run from its last checkpoint
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from utils.training import DISTRIBUTE_CHOICES, TrainConfig
+
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", help="dataset root: MVTec AD layout (train/good, test/<defect>, ground_truth/) "
+                        "or a plain folder of defect-free images; default: the built-in demo set (data/demo)")
+    parser.add_argument("--model", default=defaults.model, help="architecture: mvtecCAE, baselineCAE, inceptionCAE, "
+                        "resnetCAE, skipCAE, myCAE, myCAE_optuna (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, help="maximum epochs; early stopping on validation loss usually "
+                        f"ends sooner (default: {defaults.epochs}; with --resume: the run's own)")
+    parser.add_argument("--size", type=int, default=defaults.size, help="images are resized (stretched, aspect "
+                        "ratio not kept) to SIZE×SIZE (default: %(default)s)")
+    parser.add_argument("--color", choices=("grayscale", "rgb"), default=defaults.color, help="colour mode "
+                        "(default: %(default)s)")
+    parser.add_argument("--loss", choices=("ssim", "mssim", "l2", "ssim_l1"), default=defaults.loss,
+                        help="training loss; mssim needs --size ≥ 176 (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per batch and device "
+                        "(default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed for weights, shuffling and "
+                        "the validation split (default: %(default)s)")
+    parser.add_argument("--out", default=defaults.out, help="folder for run folders (default: %(default)s)")
+    parser.add_argument("--validation-split", type=float, default=defaults.validation_split, help="fraction of "
+                        "good images held out for early stopping and calibration (default: %(default)s)")
+    parser.add_argument("--patience", type=int, default=defaults.patience, help="stop after this many epochs "
+                        "without a better validation loss; the best weights are kept (default: %(default)s)")
+    parser.add_argument("--augment", action="store_true", help="random flips, ±10° rotations and brightness")
+    parser.add_argument("--noise", action="store_true", help="denoising training: the input gets random bright "
+                        "lines and gaussian noise (σ 0.1), the target stays clean")
+    parser.add_argument("--params", help="hyperparameter JSON for the model (e.g. a study's best params for "
+                        "myCAE_optuna; default: models/myCAE_optuna.json)")
+    parser.add_argument("--distribute", choices=DISTRIBUTE_CHOICES, default=defaults.distribute,
+                        help="none: one device; mirrored: all local GPUs; multiworker: the machines in TF_CONFIG "
+                        "(default: %(default)s)")
+    parser.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint with its own "
+                        "config; --epochs, if given, sets the new total")
+    calibration = parser.add_argument_group("calibration (runs automatically after training)")
+    calibration.add_argument("--calibrate", metavar="RUN", help="redo RUN's calibration without training")
+    calibration.add_argument("--min-area", type=int, help="minimum defect blob area in pixels at model size "
+                             "(default: 85 px at 256², scaled with the image area)")
+    calibration.add_argument("--finetune", metavar="DIR", help="with --calibrate: labelled images (good/ and "
+                             "<defect>/ sub-folders) to tune min area and threshold for the best balanced "
+                             "accuracy. Never use the images you will report results on: keep a separate "
+                             "tuning set. The images used are recorded in calibration.json")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    from utils import training
+
+    try:
+        if args.calibrate:
+            from utils.calibration import calibrate
+
+            result = calibrate(args.calibrate, min_area=args.min_area, finetune_dir=args.finetune)
+            print(f"threshold {result['threshold']:.5f}, min area {result['min_area']} px ({result['method']})")
+            run_dir = args.calibrate
+        elif args.finetune:
+            raise ValueError("--finetune goes with --calibrate RUN (calibrate a trained run on labelled images)")
+        elif args.resume:
+            run_dir = training.resume(args.resume, epochs=args.epochs)
+        else:
+            config = training.TrainConfig(
+                data=args.data, model=args.model, epochs=args.epochs or training.TrainConfig.epochs, size=args.size, color=args.color,
+                loss=args.loss, batch_size=args.batch_size, lr=args.lr, seed=args.seed, out=args.out,
+                validation_split=args.validation_split, patience=args.patience, augment=args.augment,
+                noise=args.noise, distribute=args.distribute, params=args.params)
+            run_dir = training.train(config)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(run_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

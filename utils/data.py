@@ -1,0 +1,330 @@
+"""Images in, model-ready tensors out: file discovery, decoding, resizing and tf.data pipelines.
+
+Every image the tool touches goes through `prepare_image`: decode → grayscale or RGB → resize to
+size × size → float32 in [0, 1]. Resizing stretches: the aspect ratio is NOT kept, so a 600 × 150 tile
+becomes a square. Ground-truth masks go through the same geometric resize (nearest neighbour), so an image
+and its mask always stay aligned pixel for pixel at model resolution.
+
+Two layouts are understood:
+
+* MVTec AD: ``<root>/train/good/*``, ``<root>/test/<defect>/*``, ``<root>/ground_truth/<defect>/<stem>_mask.png``
+* a plain folder of defect-free images (searched recursively).
+"""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+COLOR_MODES = ("grayscale", "rgb")
+GOOD_LABEL = "good"
+
+log = logging.getLogger(__name__)
+
+LAYOUT_HELP = (
+    "Expected either the MVTec AD layout (<root>/train/good/*.png, <root>/test/<defect>/*.png, "
+    "<root>/ground_truth/<defect>/<name>_mask.png) or a plain folder of defect-free images "
+    f"({', '.join(IMAGE_EXTENSIONS)})."
+)
+
+
+@dataclass(frozen=True)
+class TestItem:
+    """One labelled test image: its path, defect type ("good" for defect-free) and mask path if any."""
+
+    path: Path
+    defect: str
+    mask_path: Path | None
+
+    @property
+    def is_defective(self) -> bool:
+        return self.defect != GOOD_LABEL
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    """What was found under a data root. `kind` is "mvtec" or "folder"."""
+
+    root: Path
+    kind: str
+    train_files: list[Path]
+    test_items: list[TestItem] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.root.resolve().name
+
+
+# ---------------------------------------------------------------- discovery
+
+
+def list_images(folder: str | Path, *, recursive: bool = True) -> list[Path]:
+    """Sorted image files under `folder`; a missing folder or one without images is a ValueError."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"Image folder {str(folder)!r} does not exist. {LAYOUT_HELP}")
+    pattern = "**/*" if recursive else "*"
+    files = sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise ValueError(f"No images found in {str(folder)!r}. {LAYOUT_HELP}")
+    return files
+
+
+def mask_path_for(root: Path, defect: str, image_path: Path) -> Path | None:
+    """The MVTec ground-truth mask of a test image, or None where there is none (good images, no masks)."""
+    if defect == GOOD_LABEL:
+        return None
+    candidate = root / "ground_truth" / defect / f"{image_path.stem}_mask.png"
+    return candidate if candidate.is_file() else None
+
+
+def find_test_items(root: str | Path) -> list[TestItem]:
+    """Labelled images of a test set: `root` may be an MVTec root (holding test/) or its test/ folder.
+
+    Each sub-folder of test/ is a defect type; "good" holds the defect-free images. Masks are looked up in the
+    sibling ground_truth/ folder.
+    """
+    root = Path(root)
+    if (root / "test").is_dir():
+        test_dir, dataset_root = root / "test", root
+    else:  # `root` is the test/ folder itself; ground_truth/ is its sibling
+        test_dir, dataset_root = root, root.parent
+    defects = sorted(d.name for d in test_dir.iterdir() if d.is_dir()) if test_dir.is_dir() else []
+    if not defects:
+        raise ValueError(f"No labelled test folders under {str(root)!r}. {LAYOUT_HELP}")
+    items = []
+    for defect in defects:
+        for path in list_images(test_dir / defect):
+            items.append(TestItem(path, defect, mask_path_for(dataset_root, defect, path)))
+    return items
+
+
+def find_layout(root: str | Path) -> DatasetLayout:
+    """Recognise an MVTec AD root or a plain folder of good images under `root`."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"Data folder {str(root)!r} does not exist. {LAYOUT_HELP}")
+    if (root / "train" / GOOD_LABEL).is_dir():
+        train_files = list_images(root / "train" / GOOD_LABEL)
+        test_items = find_test_items(root) if (root / "test").is_dir() else []
+        return DatasetLayout(root, "mvtec", train_files, test_items)
+    return DatasetLayout(root, "folder", list_images(root))
+
+
+def split_validation(files: Sequence[Path], *, fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
+    """Deterministic (train, validation) split of `files`; validation gets round(fraction × n), at least 1."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"validation fraction must be in [0, 1); got {fraction!r}")
+    shuffled = sorted(files)
+    random.Random(seed).shuffle(shuffled)
+    count = 0 if fraction == 0 else max(1, round(fraction * len(shuffled)))
+    if count >= len(shuffled):
+        raise ValueError(f"Only {len(shuffled)} training images: too few to hold out {fraction:.0%} for validation.")
+    return sorted(shuffled[count:]), sorted(shuffled[:count])
+
+
+# ---------------------------------------------------------------- decoding and preprocessing
+
+
+def decode_image(path: str | Path) -> np.ndarray:
+    """Decode an image file to uint8 H×W×C (C = 1 or 3, RGB order); ValueError naming the file if unreadable."""
+    path = Path(path)
+    try:
+        raw = np.fromfile(path, dtype=np.uint8)
+    except OSError as error:
+        raise ValueError(f"Cannot read image {str(path)!r}: {error}") from error
+    image = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
+    if image is None:
+        raise ValueError(f"Cannot decode image {str(path)!r}: not an image or a corrupt/truncated file")
+    return to_uint8_channels_last(image, bgr=True)
+
+
+def to_uint8_channels_last(image: np.ndarray, *, bgr: bool = False) -> np.ndarray:
+    """Any decoded array (H×W, H×W×1/3/4, uint8/uint16/float in [0,1]) → uint8 H×W×C with C = 1 or 3, RGB."""
+    if image.dtype == np.uint16:
+        image = (image / 257.0).round().astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = (np.clip(image, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ValueError(f"Expected an H×W, H×W×1, H×W×3 or H×W×4 image; got shape {image.shape}")
+    if image.shape[2] == 4:
+        image = image[:, :, :3]
+    if image.shape[2] == 3 and bgr:
+        image = image[:, :, ::-1]
+    return np.ascontiguousarray(image)
+
+
+def prepare_image(image: np.ndarray, *, size: int, color_mode: str) -> np.ndarray:
+    """Decoded image of any size → float32 size×size×C in [0, 1] (C = 1 for grayscale, 3 for RGB)."""
+    return prepare_image_uint8(image, size=size, color_mode=color_mode).astype(np.float32) / 255.0
+
+
+def prepare_image_uint8(image: np.ndarray, *, size: int, color_mode: str) -> np.ndarray:
+    """As `prepare_image`, kept in uint8 (for caching: a quarter of float32's memory)."""
+    if color_mode not in COLOR_MODES:
+        raise ValueError(f"color_mode must be one of {COLOR_MODES}; got {color_mode!r}")
+    if size < 8:
+        raise ValueError(f"size must be at least 8 px; got {size!r}")
+    image = to_uint8_channels_last(image)
+    if color_mode == "grayscale" and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[:, :, None]
+    elif color_mode == "rgb" and image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    shrinking = image.shape[0] > size or image.shape[1] > size
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (size, size), interpolation=interpolation)
+    return resized.reshape(size, size, image.shape[2])
+
+
+def load_image(path: str | Path, *, size: int, color_mode: str) -> np.ndarray:
+    """Read, convert and resize one image file: float32 size×size×C in [0, 1]."""
+    return prepare_image(decode_image(path), size=size, color_mode=color_mode)
+
+
+def load_mask(path: str | Path | None, *, size: int) -> np.ndarray:
+    """Ground-truth mask resized with nearest neighbour to size×size bool; None → all False (a good image)."""
+    if path is None:
+        return np.zeros((size, size), dtype=bool)
+    mask = decode_image(path)[:, :, 0]
+    return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST) > 127
+
+
+# ---------------------------------------------------------------- tf.data pipelines
+
+
+def image_dataset(files: Sequence[Path], *, size: int, color_mode: str, skipped: set[str]):
+    """Stream `files` from disk as uint8 size×size×C tensors, in order.
+
+    A file that cannot be decoded is skipped with a warning naming it and added to `skipped`, so the caller can
+    report how many were lost; the pipeline goes on.
+    """
+    import tensorflow as tf
+
+    channels = 1 if color_mode == "grayscale" else 3
+
+    def load(path_tensor):
+        path = path_tensor.numpy().decode()
+        try:
+            return prepare_image_uint8(decode_image(path), size=size, color_mode=color_mode), True
+        except ValueError as error:
+            if path not in skipped:
+                log.warning("Skipping: %s", error)
+                skipped.add(path)
+            return np.zeros((size, size, channels), np.uint8), False
+
+    def load_in_graph(path):
+        image, readable = tf.py_function(load, [path], [tf.uint8, tf.bool])
+        image.set_shape((size, size, channels))
+        readable.set_shape(())
+        return image, readable
+
+    dataset = tf.data.Dataset.from_tensor_slices([str(path) for path in files])
+    dataset = dataset.map(load_in_graph, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.filter(_is_readable).map(_drop_flag)
+
+
+def _is_readable(image, readable):
+    return readable
+
+
+def _drop_flag(image, readable):
+    return image
+
+
+def to_unit_float(image):
+    """uint8 tensor → float32 in [0, 1]."""
+    import tensorflow as tf
+
+    return tf.cast(image, tf.float32) / 255.0
+
+
+def make_augmenter(seed: int):
+    """Random flips, small rotations (±10°) and brightness (±0.1) for float images in [0, 1]."""
+    import keras
+
+    return keras.Sequential(
+        [
+            keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
+            keras.layers.RandomRotation(10 / 360, fill_mode="reflect", seed=seed + 1),
+            keras.layers.RandomBrightness(0.1, value_range=(0.0, 1.0), seed=seed + 2),
+        ],
+        name="augmentation",
+    )
+
+
+def add_denoising_noise(image, *, max_lines: int = 3, sigma: float = 0.1):
+    """The denoising input: 1–`max_lines` random bright line segments plus gaussian noise σ = `sigma`.
+
+    `image` is an H×W×C float tensor in [0, 1]; the result is clipped to [0, 1]. The target stays the clean image,
+    so the autoencoder learns to remove thin bright artefacts (as scratches look) rather than copy them.
+    """
+    import tensorflow as tf
+
+    height, width = image.shape[0], image.shape[1]
+    rows, cols = tf.meshgrid(tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32), indexing="ij")
+    per_line = [max_lines, 1, 1]  # broadcast one value per line over the pixel grid
+    start_x = tf.random.uniform(per_line, 0.0, float(width))
+    start_y = tf.random.uniform(per_line, 0.0, float(height))
+    angle = tf.random.uniform(per_line, 0.0, np.pi)
+    length = tf.random.uniform(per_line, 0.2, 0.6) * float(max(height, width))
+    offset_x, offset_y = cols[None] - start_x, rows[None] - start_y
+    along = tf.clip_by_value(offset_x * tf.cos(angle) + offset_y * tf.sin(angle), 0.0, length)
+    distance = tf.sqrt((offset_x - along * tf.cos(angle)) ** 2 + (offset_y - along * tf.sin(angle)) ** 2)
+    line_count = tf.random.uniform([], 1, max_lines + 1, dtype=tf.int32)
+    active = tf.range(max_lines) < line_count
+    on_line = tf.reduce_any((distance < 1.0) & tf.reshape(active, per_line), axis=0)[:, :, None]
+    noisy = tf.where(on_line, tf.ones_like(image), image)
+    noisy = noisy + tf.random.normal(tf.shape(image), stddev=sigma)
+    return tf.clip_by_value(noisy, 0.0, 1.0)
+
+
+def training_datasets(
+    train_files: Sequence[Path],
+    validation_files: Sequence[Path],
+    *,
+    size: int,
+    color_mode: str,
+    batch_size: int,
+    seed: int,
+    augment: bool = False,
+    noise: bool = False,
+    skipped: set[str] | None = None,
+):
+    """(train, validation) tf.data datasets of (input, target) batches for autoencoder training.
+
+    Decoded, resized images are cached in memory as uint8 after the first epoch; shuffling, augmentation and
+    denoising noise are applied after the cache so they differ every epoch. Validation is always clean.
+    """
+    import tensorflow as tf
+
+    skipped = set() if skipped is None else skipped
+    train = image_dataset(train_files, size=size, color_mode=color_mode, skipped=skipped).cache()
+    train = train.shuffle(max(1, len(train_files)), seed=seed, reshuffle_each_iteration=True).map(to_unit_float)
+    if augment:
+        augmenter = make_augmenter(seed)
+
+        def augment_image(image):
+            return tf.clip_by_value(augmenter(image, training=True), 0.0, 1.0)
+
+        train = train.map(augment_image)
+    train = train.map(_noisy_pair if noise else _identity_pair, num_parallel_calls=tf.data.AUTOTUNE)
+    train = train.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    validation = image_dataset(validation_files, size=size, color_mode=color_mode, skipped=skipped).cache()
+    validation = validation.map(to_unit_float).map(_identity_pair)
+    return train, validation.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _identity_pair(image):
+    return image, image
+
+
+def _noisy_pair(image):
+    return add_denoising_noise(image), image
