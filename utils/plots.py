@@ -191,3 +191,112 @@ def save_training_curves(
     if metric_names:
         written.append(_save(_curve_figure(history, metric_names), path_metric))
     return written
+
+
+def _save_single_image(image: np.ndarray, path: Path, *, cmap: str | None = None) -> Path:
+    """One picture as a PNG at its own resolution (no axes), via matplotlib's image writer."""
+    from matplotlib.image import imsave
+
+    shown, default_cmap = _display_image(image) if cmap is None else (np.asarray(image, np.float32), cmap)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if shown.ndim == 2:
+        vmin, vmax = (0.0, 1.0) if cmap is None else (float(shown.min()), float(shown.max()) or 1.0)
+        imsave(path, shown, cmap=cmap or default_cmap, vmin=vmin, vmax=vmax)
+    else:
+        imsave(path, shown)
+    return path
+
+
+def _code_mosaic(code: np.ndarray) -> np.ndarray:
+    """An encoder output (h×w×k feature maps, or a flat vector) tiled into one 2-D picture normalised to [0, 1]."""
+    code = np.asarray(code, np.float32)
+    if code.ndim == 1:
+        side = int(np.ceil(np.sqrt(code.size)))
+        code = np.pad(code, (0, side * side - code.size)).reshape(side, side, 1)
+    height, width, channels = code.shape
+    columns = int(np.ceil(np.sqrt(channels)))
+    rows = int(np.ceil(channels / columns))
+    mosaic = np.zeros((rows * (height + 1), columns * (width + 1)), np.float32)
+    for index in range(channels):
+        row, column = divmod(index, columns)
+        mosaic[row * (height + 1):row * (height + 1) + height, column * (width + 1):column * (width + 1) + width] = \
+            code[:, :, index]
+    low, high = float(mosaic.min()), float(mosaic.max())
+    return (mosaic - low) / (high - low) if high > low else mosaic * 0.0
+
+
+def save_inspection_images(result, folder: str | Path, *, code: np.ndarray | None = None,
+                           noisy: np.ndarray | None = None, title: str = "") -> list[Path]:
+    """Everything test.py shows about one inspected image, one PNG per view plus panel.png with all of them.
+
+    `result` is a utils.inspect.InspectionResult; `code` the encoder output for the image; `noisy` the
+    denoising-style noisy input (only for runs trained with --noise).
+    """
+    folder = Path(folder)
+    views = [("input", result.input, None), ("reconstruction", result.reconstruction, None)]
+    if noisy is not None:
+        views.insert(1, ("noisy", noisy, None))
+    if code is not None:
+        views.append(("code", _code_mosaic(code), "gray"))
+    written = [_save_single_image(image, folder / f"{name}.png", cmap=cmap) for name, image, cmap in views]
+    written.append(_save_single_image(result.defect_mask.astype(np.float32), folder / "defect.png"))
+    written.append(_save_residual(result.residual_map, folder / "residual.png"))
+    written.append(_save_overlay(result, folder / "overlay.png"))
+    written.append(_save_panel(result, views, folder / "panel.png", title=title))
+    return written
+
+
+def _save_residual(residual_map: np.ndarray, path: Path) -> Path:
+    figure = Figure(figsize=(4.2, 3.6))
+    axes = figure.add_subplot()
+    shown = axes.imshow(residual_map, cmap="inferno", vmin=0.0, vmax=max(1.0, float(residual_map.max())))
+    figure.colorbar(shown, ax=axes, label="1 − SSIM")
+    axes.set_axis_off()
+    axes.set_title("residual map")
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def _overlay_axes(axes, result) -> None:
+    """Input with defect contours (red) and the box of every blob of at least min_area (yellow)."""
+    image, cmap = _display_image(result.input)
+    axes.imshow(image, cmap=cmap, vmin=0.0, vmax=1.0)
+    if result.defect_mask.any():
+        axes.contour(result.defect_mask.astype(np.float32), levels=[0.5], colors=PREDICTED_COLOR, linewidths=1.0)
+    large = [blob.bbox for blob in result.blobs if blob.area >= result.min_area] or [b.bbox for b in result.blobs[:1]]
+    _draw_boxes(axes, large, "yellow")
+    axes.set_axis_off()
+
+
+def _save_overlay(result, path: Path) -> Path:
+    figure = Figure(figsize=(4, 4))
+    axes = figure.add_subplot()
+    _overlay_axes(axes, result)
+    axes.set_title(f"{result.verdict}  score {result.score:.3g}")
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def _save_panel(result, views: list, path: Path, *, title: str) -> Path:
+    """All views side by side; verdict, score and threshold in the title."""
+    panels = len(views) + 3
+    figure = Figure(figsize=(2.6 * panels, 3.2))
+    for index, (name, image, cmap) in enumerate(views):
+        axes = figure.add_subplot(1, panels, index + 1)
+        shown, default_cmap = _display_image(image) if cmap is None else (image, cmap)
+        axes.imshow(shown, cmap=cmap or default_cmap, vmin=0.0, vmax=1.0)
+        axes.set_title(name)
+        axes.set_axis_off()
+    residual_axes = figure.add_subplot(1, panels, len(views) + 1)
+    residual_axes.imshow(result.residual_map, cmap="inferno", vmin=0.0, vmax=max(1.0, float(result.residual_map.max())))
+    residual_axes.set_title("residual")
+    residual_axes.set_axis_off()
+    defect_axes = figure.add_subplot(1, panels, len(views) + 2)
+    defect_axes.imshow(result.defect_mask, cmap="gray", vmin=0, vmax=1)
+    defect_axes.set_title("defect")
+    defect_axes.set_axis_off()
+    _overlay_axes(figure.add_subplot(1, panels, panels), result)
+    figure.suptitle(f"{title}  {result.verdict}: score {result.score:.4g} (threshold {result.threshold:.4g}, "
+                    f"largest blob {result.max_blob_area:.0f} px, min {result.min_area} px, {result.rule} rule)")
+    figure.tight_layout()
+    return _save(figure, path)

@@ -1,0 +1,108 @@
+"""Calibration, the Inspector and test.py on a tiny trained run."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import TINY_SIZE
+from test_train import run_script
+from utils import calibration
+from utils.blobs import decide
+from utils.data import decode_image, find_test_items
+
+
+@pytest.fixture(scope="module")
+def inspector(tiny_run):
+    from utils.inspect import Inspector
+
+    return Inspector.from_run(tiny_run, batch_size=3)
+
+
+def test_default_min_area_scales_the_seed_85_px_with_image_area():
+    assert calibration.default_min_area(256) == 85
+    assert calibration.default_min_area(512) == 340
+    assert calibration.default_min_area(32) == 4  # floor: a couple of pixels is noise, not a defect
+
+
+def test_best_balanced_threshold_on_known_scores():
+    scores = np.array([0.1, 0.2, 0.22, 0.5, 0.6, 0.25])
+    labels = np.array([False, False, False, True, True, True])
+    threshold, balanced = calibration.best_balanced_threshold(scores, labels)
+    assert threshold == 0.25 and balanced == 1.0
+
+
+def test_finetune_finds_the_area_that_separates_constructed_maps():
+    """Good maps hold a bright 3×3 speck, defective ones a bright 6×6 patch: only min areas in (9, 36] separate."""
+    good, defective = np.zeros((4, 32, 32)), np.zeros((4, 32, 32))
+    for index in range(4):
+        good[index, 5 + index:8 + index, 5:8] = 0.9
+        defective[index, 10:16, 10 + index:16 + index] = 0.6
+    maps = np.concatenate([good, defective])
+    labels = np.array([False] * 4 + [True] * 4)
+    best = calibration.finetune(maps, labels, size=32)
+    assert best["balanced_accuracy"] == 1.0
+    assert 9 < best["min_area"] <= 36 and 0.0 < best["threshold"] <= 0.6
+
+
+def test_calibration_json_and_no_validation_image_flagged(tiny_run, inspector):
+    saved = json.loads((tiny_run / "calibration.json").read_text())
+    assert saved["method"] == "validation" and saved["min_area"] == calibration.default_min_area(TINY_SIZE)
+    assert saved["ssim_window"] == 11 and saved["ssim_sigma"] == 1.5
+    images = [decode_image(path) for path in saved["validation_images"]]
+    assert images and all(result.verdict == "OK" for result in inspector.inspect(images))  # MVTec procedure
+    assert saved["threshold"] > saved["validation_max_score"]
+
+
+def test_batch_inspection_equals_one_by_one(tiny_demo, inspector):
+    images = [decode_image(item.path) for item in find_test_items(tiny_demo)[:5]]
+    together = inspector.inspect(images)
+    for image, batched in zip(images, together):
+        alone = inspector.inspect([image])[0]
+        assert alone.verdict == batched.verdict
+        np.testing.assert_allclose(alone.residual_map, batched.residual_map, atol=1e-5)
+        assert alone.score == pytest.approx(batched.score, abs=1e-4)
+        assert batched.residual_map.shape == (TINY_SIZE, TINY_SIZE) and batched.input.shape == (TINY_SIZE,
+                                                                                                 TINY_SIZE, 1)
+
+
+def test_any_size_and_rgb_input_is_accepted(inspector):
+    import cv2
+
+    rgb = (np.random.default_rng(0).random((50, 90, 3)) * 255).astype(np.uint8)
+    result = inspector.inspect([rgb, cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)])
+    assert [r.residual_map.shape for r in result] == [(TINY_SIZE, TINY_SIZE)] * 2
+    np.testing.assert_allclose(result[0].residual_map, result[1].residual_map, atol=1e-5)  # RGB → grayscale
+
+
+def test_seed_decision_is_the_seed_rule_on_the_same_map(tiny_run, tiny_demo):
+    from utils.inspect import Inspector
+
+    seed_inspector = Inspector.from_run(tiny_run, decision="seed")
+    image = decode_image(find_test_items(tiny_demo)[-1].path)
+    result = seed_inspector.inspect([image])[0]
+    expected = decide(result.residual_map, rule="seed")
+    assert result.rule == "seed" and result.verdict == expected.verdict and result.score == expected.score
+
+
+TEST_PICTURES = ["input.png", "code.png", "reconstruction.png", "residual.png", "defect.png", "overlay.png",
+                 "panel.png"]
+
+
+def test_test_script_prints_a_verdict_and_saves_every_picture(tiny_run, tiny_demo):
+    result = run_script("test.py", "--model", str(tiny_run), "--data", str(tiny_demo), "--index", "0")
+    assert result.returncode == 0, result.stderr[-2000:]
+    first_line = result.stdout.strip().splitlines()[0]
+    assert first_line.split()[0] in ("OK", "NOK") and "score" in first_line and "largest blob" in first_line
+    item = find_test_items(tiny_demo)[0]
+    folder = tiny_run / "test" / f"{item.defect}_{item.path.stem}"
+    for name in TEST_PICTURES:
+        assert (folder / name).stat().st_size > 0, name
+
+
+def test_test_script_rejects_an_unreadable_image_with_exit_2(tiny_run, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    result = run_script("test.py", "--model", str(tiny_run), "--image", str(broken))
+    assert result.returncode == 2 and "broken.png" in result.stderr

@@ -1,0 +1,122 @@
+"""Choosing the threshold and minimum blob area that turn residual maps into OK / NOK.
+
+Two methods, both writing calibration.json in the run folder:
+
+* ``validation`` (always, from good images only; MVTec AD's procedure): on the held-out validation images of
+  training, for a given min area, the threshold is the lowest at which no validation image has a blob of that
+  area or more. The default min area is the original method's 85 px at 256 × 256, scaled with the image area
+  (about 0.13 % of the image), and at least 4 px.
+* ``finetune`` (optional, after Adnene Boumessouer's method): with a few labelled good and defective images,
+  search (min area, threshold) pairs for the best balanced accuracy. These images must never be the ones used
+  later to report results; the calibration records which were used.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from utils import data as data_module
+from utils.blobs import blob_score, lowest_clean_threshold
+from utils.run import CALIBRATION_FILE, Run, load_run, write_json
+
+log = logging.getLogger(__name__)
+
+SEED_MIN_AREA_AT_256 = 85  # the original rule's min contour area at 256 × 256
+FINETUNE_AREA_FRACTIONS = np.geomspace(1e-4, 2e-2, 16)  # min areas searched, as fractions of the image area
+
+
+def default_min_area(size: int) -> int:
+    """85 px at 256², scaled with the image area, at least 4 px."""
+    return max(4, round(SEED_MIN_AREA_AT_256 * (size / 256) ** 2))
+
+
+def residual_maps_for_files(inspector, files: Sequence[Path], *, description: str) -> tuple[list, np.ndarray]:
+    """Residual maps of readable `files` through the Inspector; unreadable ones are skipped with a warning."""
+    kept, maps = [], []
+    for start in tqdm(range(0, len(files), inspector.batch_size), desc=description, unit="batch", leave=False):
+        images, chunk_files = [], []
+        for path in files[start:start + inspector.batch_size]:
+            try:
+                images.append(data_module.decode_image(path))
+                chunk_files.append(path)
+            except ValueError as error:
+                log.warning("Skipping: %s", error)
+        if images:
+            maps.append(inspector.residuals(inspector.prepare(images))[1])
+            kept.extend(chunk_files)
+    if not kept:
+        raise ValueError(f"No readable image among the {len(files)} given for {description}.")
+    return kept, np.concatenate(maps)
+
+
+def best_balanced_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(threshold, balanced accuracy) maximising balanced accuracy for the rule NOK ⇔ score ≥ threshold."""
+    candidates = np.unique(scores)
+    positives, negatives = max(1, labels.sum()), max(1, (~labels).sum())
+    best = (float(candidates[-1]) + 1e-6, 0.0)
+    for threshold in candidates:
+        flagged = scores >= threshold
+        balanced = 0.5 * ((flagged & labels).sum() / positives + (~flagged & ~labels).sum() / negatives)
+        if balanced > best[1]:
+            best = (float(threshold), float(balanced))
+    return best
+
+
+def finetune(maps: np.ndarray, labels: np.ndarray, *, size: int) -> dict:
+    """Search min areas (0.01 %–2 % of the image) and thresholds for the best balanced accuracy."""
+    best: dict = {"balanced_accuracy": -1.0}
+    areas = sorted({max(1, round(fraction * size * size)) for fraction in FINETUNE_AREA_FRACTIONS})
+    for min_area in tqdm(areas, desc="fine-tuning", unit="area", leave=False):
+        scores = np.array([blob_score(residual_map, min_area) for residual_map in maps])
+        threshold, balanced = best_balanced_threshold(scores, labels)
+        if balanced > best["balanced_accuracy"]:
+            best = {"threshold": threshold, "min_area": int(min_area), "balanced_accuracy": balanced}
+    return best
+
+
+def calibrate(run: Run | str | Path, *, min_area: int | None = None, finetune_dir: str | Path | None = None,
+              batch_size: int = 8) -> dict:
+    """Calibrate a run and write its calibration.json; returns what was written."""
+    from utils.inspect import SSIM_SIGMA, SSIM_WINDOW, Inspector
+
+    run = run if isinstance(run, Run) else load_run(run)
+    inspector = Inspector(run, decision="seed", batch_size=batch_size)  # the seed rule needs no calibration
+    min_area = default_min_area(run.size) if min_area is None else int(min_area)
+    validation_files = [Path(path) for path in run.config.get("validation_files", [])]
+    if not validation_files:
+        raise ValueError(f"Run {str(run.path)!r} has no validation images to calibrate on "
+                         "(trained with --validation-split 0?).")
+    used, maps = residual_maps_for_files(inspector, validation_files, description="calibrating")
+    calibration = {
+        "method": "validation",
+        "threshold": lowest_clean_threshold(list(maps), min_area=min_area),
+        "min_area": min_area,
+        "residual": "ssim", "ssim_window": SSIM_WINDOW, "ssim_sigma": SSIM_SIGMA,
+        "validation_images": [str(path) for path in used],
+        "validation_max_score": float(max(blob_score(residual_map, min_area) for residual_map in maps)),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if finetune_dir is not None:
+        calibration.update(finetune_on(inspector, Path(finetune_dir)))
+    write_json(run.path / CALIBRATION_FILE, calibration)
+    run.calibration = calibration
+    return calibration
+
+
+def finetune_on(inspector, folder: Path) -> dict:
+    """Fine-tune on the labelled images of `folder` (MVTec test layout: good/ and <defect>/ sub-folders)."""
+    items = data_module.find_test_items(folder)
+    labels_by_path = {item.path: item.is_defective for item in items}
+    used, maps = residual_maps_for_files(inspector, [item.path for item in items], description="fine-tuning")
+    labels = np.array([labels_by_path[path] for path in used])
+    if labels.all() or not labels.any():
+        raise ValueError(f"--finetune needs both good and defective images; {str(folder)!r} has only one kind.")
+    best = finetune(maps, labels, size=inspector.size)
+    return {"method": "finetune", "threshold": best["threshold"], "min_area": best["min_area"],
+            "finetune_balanced_accuracy": best["balanced_accuracy"],
+            "finetune_images": [str(path) for path in used]}

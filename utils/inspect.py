@@ -1,0 +1,138 @@
+"""The Inspector: the one path from image to verdict, shared by test.py, IoU_test.py and main.py.
+
+    inspector = Inspector.from_run("saved_models/<run>")        # or None: the newest run
+    results = inspector.inspect([image, ...])                  # decoded arrays of any size
+    results[0].verdict, results[0].score, results[0].blobs
+
+Per batch, reconstruction and SSIM residual map run as one compiled TensorFlow graph; thresholding and connected
+components then run per image on the CPU (OpenCV). Everything is at model resolution (size × size): boxes, masks
+and maps refer to the resized image.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from utils import blobs as blobs_module
+from utils import data as data_module
+from utils.run import Run, load_run
+
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+
+
+@dataclass
+class InspectionResult:
+    """What the Inspector says about one image (arrays at model resolution)."""
+
+    verdict: str  # "OK" or "NOK"
+    score: float  # continuous, higher = more anomalous (calibrated rule: NOK ⇔ score ≥ threshold)
+    threshold: float
+    min_area: int
+    max_blob_area: float
+    blobs: list = field(repr=False)  # utils.blobs.Blob, largest first
+    input: np.ndarray = field(repr=False)  # H×W×C float32 in [0, 1]
+    reconstruction: np.ndarray = field(repr=False)  # H×W×C float32
+    residual_map: np.ndarray = field(repr=False)  # H×W float32, 1 − SSIM
+    defect_mask: np.ndarray = field(repr=False)  # H×W bool
+    rule: str = "calibrated"
+
+    def summary(self) -> dict:
+        """The JSON-friendly part: verdict, score, threshold, areas and blob boxes."""
+        return {"verdict": self.verdict, "score": float(self.score), "threshold": float(self.threshold),
+                "max_blob_area": float(self.max_blob_area), "min_area": int(self.min_area),
+                "blobs": [{"area": int(blob.area), "bbox": [int(v) for v in blob.bbox]} for blob in self.blobs]}
+
+
+class Inspector:
+    """Reconstruct, compare and decide, for batches of images of any size."""
+
+    def __init__(self, run: Run, *, decision: str = "calibrated", batch_size: int = 8):
+        if decision not in blobs_module.DECISION_RULES:
+            raise ValueError(f"decision must be one of {blobs_module.DECISION_RULES}; got {decision!r}")
+        if decision == "calibrated" and not run.calibration:
+            raise ValueError(f"Run {str(run.path)!r} has no calibration.json: calibrate it with "
+                             f"`python train.py --calibrate {run.path}` or use --decision seed.")
+        self.run = run
+        self.decision = decision
+        self.batch_size = batch_size
+        self._forward = self._compile_forward()
+
+    @classmethod
+    def from_run(cls, path: str | Path | None = None, *, decision: str = "calibrated", batch_size: int = 8,
+                 runs_dir: str | Path = "saved_models") -> "Inspector":
+        return cls(load_run(path, runs_dir=runs_dir), decision=decision, batch_size=batch_size)
+
+    @property
+    def model_name(self) -> str:
+        return self.run.config["model"]
+
+    @property
+    def size(self) -> int:
+        return self.run.size
+
+    @property
+    def color_mode(self) -> str:
+        return self.run.color_mode
+
+    def _compile_forward(self):
+        import tensorflow as tf
+
+        from utils.residuals import ssim_residual_map
+
+        autoencoder = self.run.autoencoder
+
+        @tf.function(reduce_retracing=True)
+        def forward(batch):
+            reconstructions = autoencoder(batch, training=False)
+            maps = ssim_residual_map(batch, reconstructions, data_range=1.0, window_size=SSIM_WINDOW,
+                                     sigma=SSIM_SIGMA)
+            return reconstructions, maps
+
+        return forward
+
+    def prepare(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Decoded images of any size → N×size×size×C float32 batch in [0, 1]."""
+        return np.stack([data_module.prepare_image(image, size=self.size, color_mode=self.color_mode)
+                         for image in images])
+
+    def residuals(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(reconstructions N×H×W×C, residual maps N×H×W) for a prepared batch, in chunks of batch_size."""
+        reconstructions, maps = [], []
+        for start in range(0, len(batch), self.batch_size):
+            chunk_reconstructions, chunk_maps = self._forward(batch[start:start + self.batch_size])
+            reconstructions.append(chunk_reconstructions.numpy())
+            maps.append(chunk_maps.numpy())
+        return np.concatenate(reconstructions), np.concatenate(maps)
+
+    def decide(self, residual_map: np.ndarray) -> blobs_module.Decision:
+        if self.decision == "seed":
+            return blobs_module.decide(residual_map, rule="seed")
+        calibration = self.run.calibration
+        return blobs_module.decide(residual_map, rule="calibrated", threshold=float(calibration["threshold"]),
+                                   min_area=int(calibration["min_area"]))
+
+    def inspect(self, images: Sequence[np.ndarray]) -> list[InspectionResult]:
+        """Inspect decoded images (any size, H×W or H×W×C, uint8 or float in [0, 1])."""
+        if len(images) == 0:
+            return []
+        batch = self.prepare(images)
+        reconstructions, maps = self.residuals(batch)
+        results = []
+        for image, reconstruction, residual_map in zip(batch, reconstructions, maps):
+            decision = self.decide(residual_map)
+            results.append(InspectionResult(
+                verdict=decision.verdict, score=float(decision.score), threshold=float(decision.threshold),
+                min_area=int(decision.min_area), max_blob_area=float(decision.max_blob_area), blobs=decision.blobs,
+                input=image, reconstruction=reconstruction, residual_map=residual_map,
+                defect_mask=decision.defect_mask, rule=decision.rule))
+        return results
+
+    def encode(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """The encoder's code for each image (for display)."""
+        if self.run.encoder is None:
+            raise ValueError(f"Run {str(self.run.path)!r} has no encoder.keras.")
+        return np.asarray(self.run.encoder(self.prepare(images), training=False))
