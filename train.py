@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                 validation_split=args.validation_split, patience=args.patience, augment=args.augment,
                 noise=args.noise, distribute=args.distribute, params=args.params)
             run_dir = training.train(config)
-    except ValueError as error:
+    except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(run_dir)

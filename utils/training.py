@@ -65,14 +65,21 @@ def validate(config: TrainConfig) -> None:
         if getattr(config, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive; got {getattr(config, name)!r}")
     get_loss(config.loss, size=config.size)
+    builder_hparams(config)  # a missing or malformed params file fails here, before any data is read
 
 
 def builder_hparams(config: TrainConfig) -> dict:
-    """Keyword arguments for models.build: the params file (if any) plus explicit hparams."""
-    hparams = dict(config.hparams)
-    if config.params is not None:
-        hparams.setdefault("params_path", config.params)
-    return hparams
+    """Keyword arguments for models.build, resolved so config.json can rebuild the model on its own.
+
+    For myCAE_optuna the params file is read now and its values recorded: a later study may overwrite the file.
+    """
+    if config.model != "myCAE_optuna":
+        if config.params is not None:
+            raise ValueError(f"--params is for myCAE_optuna; {config.model} takes no params file")
+        return dict(config.hparams)
+    from models.my_cae import load_params
+
+    return {**load_params(config.params), **config.hparams}
 
 
 def make_strategy(name: str):
@@ -149,6 +156,7 @@ def make_run_config(config: TrainConfig, root: Path, input_shape: tuple, split: 
     return {
         "model": config.model,
         "hparams": builder_hparams(config),
+        "params_file": config.params,
         "input_shape": list(input_shape),
         "color_mode": config.color,
         "train_config": dataclasses.asdict(config),

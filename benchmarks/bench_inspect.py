@@ -1,0 +1,115 @@
+"""How fast the Inspector turns images into verdicts, against two baselines measured in the same process.
+
+    python benchmarks/bench_inspect.py [--model RUN] [--size 256] [--batch 8] [--repeats 5]
+
+* forward      the bare autoencoder forward pass on the same batch (compiled): the ceiling.
+* inspector    Inspector.inspect: preprocessing, reconstruction + SSIM map in one graph, blob decisions.
+* seed loop    the original method's way: per image model.predict, scikit-image SSIM map, seed rule.
+
+Without --model, an untrained model of the chosen architecture is used (speed does not depend on the weights).
+Prints a table and writes benchmarks/results/inspect.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_ROOT))
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", metavar="RUN", help="a run folder (default: an untrained --architecture)")
+    parser.add_argument("--architecture", default="myCAE", help="model built when no run is given (default: myCAE)")
+    parser.add_argument("--size", type=int, default=256, help="image size without a run (default: 256)")
+    parser.add_argument("--batch", type=int, default=8, help="images per batch (default: 8)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repetitions; the best is kept (default: 5)")
+    parser.add_argument("--out", default=str(PROJECT_ROOT / "benchmarks" / "results" / "inspect.json"))
+    return parser.parse_args()
+
+
+def make_run(args: argparse.Namespace):
+    """The run to benchmark: loaded from --model, or an untrained model with a nominal calibration."""
+    import models
+    from utils.run import Run, load_run
+
+    if args.model:
+        return load_run(args.model)
+    autoencoder, encoder = models.build(args.architecture, (args.size, args.size, 1))
+    config = {"model": args.architecture, "input_shape": [args.size, args.size, 1], "color_mode": "grayscale"}
+    return Run(Path(tempfile.mkdtemp()), autoencoder, encoder, config, {"threshold": 0.5, "min_area": 85})
+
+
+def demo_images(count: int, size: int) -> list:
+    from utils.synthetic import render_sample
+
+    return [render_sample("test/scratch", index, seed=0, size=size)[0] for index in range(count)]
+
+
+def best_rate(function, images: int, repeats: int) -> float:
+    """Images per second of the fastest of `repeats` calls (after one warm-up call)."""
+    function()
+    fastest = min(_timed(function) for _ in range(repeats))
+    return images / fastest
+
+
+def _timed(function) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
+
+
+def seed_loop(autoencoder, batch) -> None:
+    """The original per-image path: predict one image, scikit-image SSIM map, seed rule."""
+    from skimage.metrics import structural_similarity
+
+    from utils.blobs import decide
+
+    for image in batch:
+        reconstruction = autoencoder.predict(image[None], verbose=0)[0]
+        _, similarity = structural_similarity(image[:, :, 0], reconstruction[:, :, 0], win_size=11,
+                                              gaussian_weights=True, sigma=1.5, data_range=1.0, full=True)
+        decide(1.0 - similarity, rule="seed")
+
+
+def main() -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = parse_args()
+    import tensorflow as tf
+
+    from utils.inspect import Inspector
+
+    run = make_run(args)
+    inspector = Inspector(run, batch_size=args.batch)
+    images = demo_images(args.batch, inspector.size)
+    batch = inspector.prepare(images)
+    forward = tf.function(lambda x: run.autoencoder(x, training=False))
+    rates = {
+        "forward_ips": best_rate(lambda: forward(batch).numpy(), args.batch, args.repeats),
+        "inspector_ips": best_rate(lambda: inspector.inspect(images), args.batch, args.repeats),
+        "seed_loop_ips": best_rate(lambda: seed_loop(run.autoencoder, batch), args.batch, max(1, args.repeats // 2)),
+    }
+    result = {"model": run.config["model"], "size": inspector.size, "batch": args.batch, **rates,
+              "inspector_vs_forward": rates["inspector_ips"] / rates["forward_ips"],
+              "inspector_vs_seed_loop": rates["inspector_ips"] / rates["seed_loop_ips"],
+              "device": tf.config.list_logical_devices()[-1].device_type}
+    print(f"{'path':<12}{'images/s':>10}{'vs inspector':>14}")
+    for name in ("forward", "inspector", "seed_loop"):
+        rate = rates[f"{name}_ips"]
+        print(f"{name:<12}{rate:>10.1f}{rates['inspector_ips'] / rate:>13.2f}x")
+    print(f"model {result['model']}, {inspector.size} px, batch {args.batch}: inspector = "
+          f"{result['inspector_vs_forward']:.2f} of the bare forward pass, "
+          f"{result['inspector_vs_seed_loop']:.1f}x the seed loop")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
