@@ -1,0 +1,478 @@
+"""Evaluating a run on a labelled set (MVTec layout): what IoU_test.py and benchmarks/bench_quality.py call.
+
+    report = evaluate("saved_models/<run>", "data/demo", decision="both")
+    print(report.text)                       # readable tables; report.evaluations["calibrated"].metrics, ...
+
+Images stream from disk in batches through one Inspector (the same path from image to verdict as test.py and
+main.py). With ``decision="both"`` the network runs once per batch; the second rule is applied to the same
+residual maps by a second Inspector's ``decide``.
+
+Memory stays nearly flat in the number of images: what grows is one per_image.csv row per image and rule, kept
+as a small dict (under 1 KiB). Everything else is bounded:
+
+* pixel AUROC and AUPRO come from :class:`PixelScores`: histograms of residual values over [0, 2] (the range
+  of 1 − SSIM) in 65,536 bins, i.e. 1.5 MiB whatever the set's size, with a bin width of 3e-5 (finer than
+  float16 maps would keep). Pixels in one bin count as tied, so both metrics equal those of
+  ``utils.metrics`` on the full maps to about 1e-4;
+* the overlay grid keeps only the 4 worst defective and 4 worst good images per decision (their model-size
+  inputs: 8 × size² × channels × 4 bytes, 2 MiB at 256 px grayscale);
+* a batch in flight holds batch_size decoded images, inputs, reconstructions, maps and masks.
+
+Results go to RUN/results/<dataset>/ (``decision="both"``: RUN/results/<dataset>/<decision>/ per rule, plus
+comparison.csv): metrics.json (keys: METRIC_KEYS), per_image.csv, roc.png, pro.png, score_histogram.png and
+worst_overlays.png. Box and mask IoUs compare the rule's defect mask (every pixel it calls defective, at model
+resolution) with the ground-truth mask resized to model resolution (nearest neighbour).
+"""
+from __future__ import annotations
+
+import csv
+import heapq
+import itertools
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from utils import data as data_module
+from utils import metrics as metrics_module
+from utils import plots
+from utils.run import write_json
+
+log = logging.getLogger(__name__)
+
+DECISION_CHOICES = ("calibrated", "seed", "both")
+RULES_FOR_CHOICE = {"calibrated": ("calibrated",), "seed": ("seed",), "both": ("seed", "calibrated")}
+METRIC_KEYS = ("n_images", "image_auroc", "pixel_auroc", "aupro", "iou_bbox_mean", "iou_mask_mean", "accuracy",
+               "balanced_accuracy", "tpr", "tnr", "f1", "threshold", "min_area", "decision", "per_defect")
+CSV_COLUMNS = ("path", "defect", "label", "verdict", "score", "max_blob_area", "iou_bbox", "iou_bbox_regions",
+               "iou_mask")
+RESULT_FILES = ("metrics.json", "per_image.csv", "roc.png", "pro.png", "score_histogram.png", "worst_overlays.png")
+FPR_LIMIT = 0.3  # AUPRO is integrated up to this pixel false-positive rate (Bergmann et al.)
+HISTOGRAM_BINS = 65536
+RESIDUAL_RANGE = (0.0, 2.0)  # 1 − SSIM lies in [0, 2]; values outside are clipped into the end bins
+WORST_PER_KIND = 4  # overlay grid: this many worst defective and worst good images
+
+
+# ---------------------------------------------------------------- pixel metrics in bounded memory
+
+
+class PixelScores:
+    """Pixel AUROC and AUPRO accumulated image by image in fixed memory (three histograms of residual values).
+
+    For AUPRO, each defective pixel is weighted 1 / (area of its 8-connected ground-truth region), so the weights
+    at or above a threshold sum, over all images, to the number of regions times the mean covered fraction: the
+    per-region overlap of Bergmann et al. (as ``utils.metrics.pro_curve``, and anomalib).
+    """
+
+    def __init__(self, *, bins: int = HISTOGRAM_BINS, value_range: tuple[float, float] = RESIDUAL_RANGE):
+        if not isinstance(bins, int) or bins < 2:
+            raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
+        if not value_range[1] > value_range[0]:
+            raise ValueError(f"value_range must be (low, high) with high > low, got {value_range!r}")
+        self.bins, self.value_range = bins, (float(value_range[0]), float(value_range[1]))
+        self.good_counts = np.zeros(bins, np.int64)  # pixels outside every ground-truth region
+        self.defective_counts = np.zeros(bins, np.int64)
+        self.region_weights = np.zeros(bins, np.float64)
+        self.region_count = 0
+
+    def add(self, residual_map: np.ndarray, mask: np.ndarray) -> None:
+        """Count one H×W map (finite floats) against its H×W ground-truth mask (non-zero = defective)."""
+        residual_map, mask = np.asarray(residual_map), np.asarray(mask) != 0
+        if residual_map.shape != mask.shape or residual_map.ndim != 2:
+            raise ValueError(f"residual_map {residual_map.shape} and mask {mask.shape} must be one H×W shape")
+        low, high = self.value_range
+        scaled = (residual_map.astype(np.float64) - low) * (self.bins / (high - low))
+        indices = np.clip(np.floor(scaled), 0, self.bins - 1).astype(np.int64)
+        self.good_counts += np.bincount(indices[~mask], minlength=self.bins)
+        if not mask.any():
+            return
+        count, regions = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+        areas = np.bincount(regions[mask], minlength=count)
+        self.defective_counts += np.bincount(indices[mask], minlength=self.bins)
+        self.region_weights += np.bincount(indices[mask], weights=1.0 / areas[regions[mask]], minlength=self.bins)
+        self.region_count += count - 1
+
+    def auroc(self) -> float | None:
+        """Pixel AUROC (scikit-learn, pixels weighted by bin counts); None without defective or good pixels."""
+        from sklearn.metrics import roc_auc_score
+
+        if not self.good_counts.any() or not self.defective_counts.any():
+            return None
+        good_bins, defective_bins = np.flatnonzero(self.good_counts), np.flatnonzero(self.defective_counts)
+        labels = np.concatenate([np.zeros(good_bins.size), np.ones(defective_bins.size)])
+        weights = np.concatenate([self.good_counts[good_bins], self.defective_counts[defective_bins]])
+        return float(roc_auc_score(labels, np.concatenate([good_bins, defective_bins]), sample_weight=weights))
+
+    def pro_curve(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(fpr, pro), both non-decreasing from (0, 0) to (1, 1), one point per bin edge where either changes.
+
+        None without ground-truth regions or good pixels.
+        """
+        if self.region_count == 0 or not self.good_counts.any():
+            return None
+        occupied = np.flatnonzero(self.good_counts + self.defective_counts)[::-1]  # thresholds, descending
+        good_above = np.cumsum(self.good_counts[::-1])[::-1]  # good pixels at or above each bin
+        weight_above = np.cumsum(self.region_weights[::-1])[::-1]
+        fpr = np.concatenate([[0.0], good_above[occupied] / self.good_counts.sum()])
+        pro = np.concatenate([[0.0], weight_above[occupied] / self.region_count])
+        return fpr, np.clip(pro, 0.0, 1.0)
+
+    def aupro(self, *, fpr_limit: float = FPR_LIMIT) -> float | None:
+        """Area under the PRO curve up to ``fpr_limit``, normalised to [0, 1]; None as :meth:`pro_curve`."""
+        curve = self.pro_curve()
+        return None if curve is None else metrics_module.integrate_pro_curve(*curve, fpr_limit=fpr_limit)
+
+
+# ---------------------------------------------------------------- per-decision bookkeeping
+
+
+@dataclass
+class DecisionRecord:
+    """Everything kept for one decision rule while the set streams by: rows, and the worst images (bounded)."""
+
+    decision: str
+    rows: list[dict] = field(default_factory=list)
+    worst_defective: list = field(default_factory=list)  # min-heap of (−score, −order, overlay item)
+    worst_good: list = field(default_factory=list)  # min-heap of (score, −order, overlay item)
+    thresholds: set = field(default_factory=set)
+    min_areas: set = field(default_factory=set)
+
+    def add(self, row: dict, outcome, image: np.ndarray, ground_truth_boxes: list, order: int) -> None:
+        """Record one image's row; keep it for the overlay grid if it is among the worst of its kind."""
+        self.rows.append(row)
+        if len(self.thresholds) < 2:  # two values already mean "per image": no need to keep every one
+            self.thresholds.add(float(outcome.threshold))
+        if len(self.min_areas) < 2:
+            self.min_areas.add(int(outcome.min_area))
+        defective = row["label"] == "NOK"
+        # The worst defective images score lowest (nearest to passing); the worst good ones score highest.
+        heap, priority = (self.worst_defective, -row["score"]) if defective else (self.worst_good, row["score"])
+        entry_key = (priority, -order)  # order is unique, so entries never compare their overlay dicts
+        if len(heap) < WORST_PER_KIND:
+            heapq.heappush(heap, (*entry_key, overlay_item(row, outcome, image, ground_truth_boxes)))
+        elif entry_key > heap[0][:2]:
+            heapq.heapreplace(heap, (*entry_key, overlay_item(row, outcome, image, ground_truth_boxes)))
+
+
+def overlay_item(row: dict, outcome, image: np.ndarray, ground_truth_boxes: list) -> dict:
+    """One cell of the overlay grid: the input, the rule's blob boxes (large ones, else the largest), gt boxes."""
+    large = [blob.bbox for blob in outcome.blobs if blob.area >= outcome.min_area]
+    kind = {("NOK", "OK"): "FN", ("OK", "NOK"): "FP", ("NOK", "NOK"): "TP", ("OK", "OK"): "TN"}
+    caption = f"{kind[row['label'], row['verdict']]} {row['defect']}/{Path(row['path']).name}\nscore {row['score']:.4g}"
+    # A copy, so that keeping this image does not keep its whole batch array alive.
+    return {"image": np.array(image, copy=True), "predicted_boxes": large or [blob.bbox for blob in outcome.blobs[:1]],
+            "ground_truth_boxes": ground_truth_boxes, "caption": caption}
+
+
+def image_row(item: data_module.TestItem, outcome, ground_truth: np.ndarray | None) -> dict:
+    """The per_image.csv row of one image under one rule (IoUs None for good images or without a mask)."""
+    row = {"path": str(item.path), "defect": item.defect, "label": "NOK" if item.is_defective else "OK",
+           "verdict": outcome.verdict, "score": float(outcome.score), "max_blob_area": float(outcome.max_blob_area),
+           "iou_bbox": None, "iou_bbox_regions": None, "iou_mask": None}
+    if item.is_defective and ground_truth is not None and ground_truth.any():
+        predicted = outcome.defect_mask
+        row["iou_bbox"] = metrics_module.largest_blob_box_iou(predicted, ground_truth)
+        row["iou_bbox_regions"] = metrics_module.region_box_iou(predicted, ground_truth)
+        row["iou_mask"] = metrics_module.mask_iou(predicted, ground_truth)
+    return row
+
+
+# ---------------------------------------------------------------- streaming the set through the Inspector
+
+
+@dataclass
+class StreamState:
+    """What the loop accumulates: one record per rule, the shared pixel histograms and the skipped files."""
+
+    records: dict[str, DecisionRecord]
+    pixels: PixelScores = field(default_factory=PixelScores)
+    skipped: list[str] = field(default_factory=list)
+    missing_masks: int = 0
+    order: itertools.count = field(default_factory=itertools.count)
+
+
+def read_item(item: data_module.TestItem, size: int, state: StreamState) -> tuple | None:
+    """(decoded image, ground-truth mask at model size or None when unknown), or None when unreadable."""
+    try:
+        image = data_module.decode_image(item.path)
+        if not item.is_defective:
+            return image, data_module.load_mask(None, size=size)
+        if item.mask_path is None:
+            state.missing_masks += 1
+            return image, None
+        return image, data_module.load_mask(item.mask_path, size=size)
+    except ValueError as error:  # decode_image and load_mask name the file in their message
+        log.warning("Skipping: %s", error)
+        state.skipped.append(f"{item.path}: {error}")
+        return None
+
+
+def process_batch(batch: list[data_module.TestItem], inspectors: dict, state: StreamState) -> None:
+    """Inspect one batch with the first Inspector; apply the other rule (if any) to the same residual maps."""
+    primary, *others = inspectors
+    size = inspectors[primary].size
+    loaded = [(item, *read) for item in batch if (read := read_item(item, size, state)) is not None]
+    if not loaded:
+        return
+    results = inspectors[primary].inspect([image for _, image, _ in loaded])
+    for (item, _, ground_truth), result in zip(loaded, results):
+        if ground_truth is not None:
+            state.pixels.add(result.residual_map, ground_truth)
+        boxes = [] if ground_truth is None else [box for _, box in metrics_module.component_boxes(ground_truth)]
+        order = next(state.order)
+        for decision in (primary, *others):
+            outcome = result if decision == primary else inspectors[decision].decide(result.residual_map)
+            state.records[decision].add(image_row(item, outcome, ground_truth), outcome, result.input, boxes, order)
+
+
+def stream(items: list[data_module.TestItem], inspectors: dict, *, batch_size: int) -> StreamState:
+    """Run every item through the Inspectors, batch by batch, with a progress bar."""
+    state = StreamState(records={decision: DecisionRecord(decision) for decision in inspectors})
+    with tqdm(total=len(items), desc="evaluating", unit="image", leave=False) as progress:
+        for start in range(0, len(items), batch_size):
+            batch = items[start:start + batch_size]
+            process_batch(batch, inspectors, state)
+            progress.update(len(batch))
+    if not any(record.rows for record in state.records.values()):
+        raise ValueError(f"None of the {len(items)} test images could be read (see the warnings above).")
+    return state
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def mean_of(rows: list[dict], key: str) -> float | None:
+    """Mean of the non-null values of `key` (None when there are none)."""
+    values = [row[key] for row in rows if row[key] is not None]
+    return float(np.mean(values)) if values else None
+
+
+def per_defect_table(rows: list[dict]) -> dict[str, dict]:
+    """Per defect type (including "good"): images, how many were flagged NOK, and the mean IoUs."""
+    table = {}
+    for defect in sorted({row["defect"] for row in rows}):
+        subset = [row for row in rows if row["defect"] == defect]
+        table[defect] = {"count": len(subset), "detected": sum(row["verdict"] == "NOK" for row in subset),
+                         "iou_bbox_mean": mean_of(subset, "iou_bbox"),
+                         "iou_bbox_regions_mean": mean_of(subset, "iou_bbox_regions"),
+                         "iou_mask_mean": mean_of(subset, "iou_mask")}
+    return table
+
+
+def decision_metrics(record: DecisionRecord, pixel_auroc: float | None, aupro: float | None) -> dict:
+    """metrics.json for one rule; threshold / min area are None when the rule sets them per image."""
+    rows = record.rows
+    labels, verdicts = [row["label"] for row in rows], [row["verdict"] for row in rows]
+    classification = metrics_module.classification_metrics(labels, verdicts)
+    values = {
+        "n_images": len(rows),
+        "image_auroc": metrics_module.image_auroc(labels, [row["score"] for row in rows]),
+        "pixel_auroc": pixel_auroc, "aupro": aupro,
+        "iou_bbox_mean": mean_of(rows, "iou_bbox"), "iou_mask_mean": mean_of(rows, "iou_mask"),
+        **{key: classification[key] for key in ("accuracy", "balanced_accuracy", "tpr", "tnr", "f1")},
+        "threshold": next(iter(record.thresholds)) if len(record.thresholds) == 1 else None,
+        "min_area": next(iter(record.min_areas)) if len(record.min_areas) == 1 else None,
+        "decision": record.decision,
+        "per_defect": per_defect_table(rows),
+    }
+    return {key: values[key] for key in METRIC_KEYS}
+
+
+def null_notes(state: StreamState, metrics: dict) -> list[str]:
+    """One sentence per metric family that is null, saying why."""
+    notes, labels = [], {row["label"] for row in next(iter(state.records.values())).rows}
+    if labels == {"OK"}:
+        notes.append("image AUROC, TPR, balanced accuracy, pixel AUROC, AUPRO and the IoUs are null: the set "
+                     "holds only good images (an ROC curve needs defective images too); accuracy is the share of "
+                     "good images passed.")
+    elif labels == {"NOK"}:
+        notes.append("image AUROC, TNR and balanced accuracy are null: the set holds no good image.")
+    if state.pixels.region_count == 0 and "NOK" in labels:
+        notes.append("pixel AUROC, AUPRO and the IoUs are null: no ground-truth masks found "
+                     "(expected ground_truth/<defect>/<name>_mask.png beside test/).")
+    elif state.missing_masks:
+        notes.append(f"{state.missing_masks} defective image(s) have no mask: left out of pixel AUROC, AUPRO "
+                     "and the IoU means.")
+    if metrics["threshold"] is None:
+        notes.append(f"threshold is null: the {metrics['decision']} rule sets it per image.")
+    return notes
+
+
+# ---------------------------------------------------------------- writing results
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """per_image.csv: one row per readable image; empty cells where an IoU is undefined."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: "" if row[key] is None else row[key] for key in CSV_COLUMNS})
+
+
+def write_plots(folder: Path, record: DecisionRecord, curve, threshold: float | None) -> None:
+    """roc.png (both classes needed), pro.png (masks needed), score_histogram.png, worst_overlays.png."""
+    labels = [int(row["label"] == "NOK") for row in record.rows]
+    scores = [row["score"] for row in record.rows]
+    if len(set(labels)) == 2:
+        plots.save_roc_curve(labels, scores, folder / "roc.png")
+    if curve is not None:
+        plots.save_pro_curve(*curve, folder / "pro.png", fpr_limit=FPR_LIMIT)
+    plots.save_score_histogram(labels, scores, threshold, folder / "score_histogram.png")
+    worst = [item for _, _, item in sorted(record.worst_defective, reverse=True)]
+    worst += [item for _, _, item in sorted(record.worst_good, reverse=True)]
+    plots.save_overlay_grid(worst, folder / "worst_overlays.png", columns=WORST_PER_KIND,
+                            title=f"{record.decision} rule: lowest-scored defective (top), highest-scored good "
+                                  "(bottom); predicted red, ground truth green")
+
+
+def write_results(folder: Path, record: DecisionRecord, metrics: dict, curve) -> None:
+    """Every file of one rule's results folder; files an earlier evaluation left there are removed first."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in RESULT_FILES:
+        (folder / name).unlink(missing_ok=True)  # a stale roc.png must not outlive a set without defects
+    write_json(folder / "metrics.json", metrics)
+    write_csv(folder / "per_image.csv", record.rows)
+    # The score line: NOK ⇔ score ≥ threshold (calibrated rule) or ≥ min area (seed rule: score = contour area).
+    score_threshold = metrics["min_area"] if record.decision == "seed" else metrics["threshold"]
+    write_plots(folder, record, curve, score_threshold)
+
+
+def write_comparison(path: Path, evaluations: dict[str, "Evaluation"]) -> None:
+    """comparison.csv: one line per metric, one column per rule."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["metric", *evaluations])
+        for key in METRIC_KEYS[:-1]:
+            writer.writerow([key, *("" if result.metrics[key] is None else result.metrics[key]
+                                    for result in evaluations.values())])
+
+
+# ---------------------------------------------------------------- readable tables
+
+
+SUMMARY_LINES = (("images", "n_images"), ("image AUROC", "image_auroc"), ("pixel AUROC", "pixel_auroc"),
+                 (f"AUPRO (FPR ≤ {FPR_LIMIT:g})", "aupro"), ("box IoU, largest blob", "iou_bbox_mean"),
+                 ("box IoU, per region", "iou_bbox_regions_mean"), ("mask IoU", "iou_mask_mean"),
+                 ("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"),
+                 ("TPR (defective found)", "tpr"), ("TNR (good passed)", "tnr"), ("F1", "f1"),
+                 ("threshold", "threshold"), ("min area (px)", "min_area"))
+
+
+def formatted(value) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def summary_table(evaluations: dict[str, "Evaluation"]) -> list[str]:
+    """Metric rows × one column per rule."""
+    lines = [f"{'metric':<24}" + "".join(f"{name:>12}" for name in evaluations)]
+    for title, key in SUMMARY_LINES:
+        cells = [result.summary_value(key) for result in evaluations.values()]
+        lines.append(f"{title:<24}" + "".join(f"{formatted(cell):>12}" for cell in cells))
+    return lines
+
+
+def per_defect_lines(evaluation: "Evaluation") -> list[str]:
+    lines = [f"per defect type, {evaluation.decision} rule:",
+             f"  {'defect':<18}{'images':>7}{'NOK':>6}{'box IoU':>9}{'regions':>9}{'mask IoU':>9}"]
+    for defect, entry in evaluation.metrics["per_defect"].items():
+        lines.append(f"  {defect:<18}{entry['count']:>7}{entry['detected']:>6}"
+                     + "".join(f"{formatted(entry[key]):>9}"
+                               for key in ("iou_bbox_mean", "iou_bbox_regions_mean", "iou_mask_mean")))
+    return lines
+
+
+# ---------------------------------------------------------------- the public entry point
+
+
+@dataclass
+class Evaluation:
+    """One rule's results: metrics.json content, the per-image rows and the folder they were written to."""
+
+    decision: str
+    metrics: dict
+    rows: list[dict]
+    folder: Path
+
+    def summary_value(self, key: str):
+        if key == "iou_bbox_regions_mean":  # shown on stdout and per defect, not a metrics.json key
+            return mean_of(self.rows, "iou_bbox_regions")
+        return self.metrics[key]
+
+
+@dataclass
+class EvaluationReport:
+    """What :func:`evaluate` returns: the results per rule, the skipped files, notes and the printable text."""
+
+    evaluations: dict[str, Evaluation]
+    skipped: list[str]
+    notes: list[str]
+    text: str
+
+
+def dataset_name(data: str | Path) -> str:
+    """The data folder's name, or its parent's when `data` is a test/ folder."""
+    path = Path(data).resolve()
+    return path.parent.name if path.name == "test" else path.name
+
+
+def build_inspectors(model: str | Path | None, rules: tuple[str, ...], *, batch_size: int, runs_dir) -> dict:
+    """One Inspector per rule, all sharing one loaded run; only the first one ever runs the network."""
+    from utils.inspect import Inspector
+    from utils.run import load_run
+
+    run = load_run(model, runs_dir=runs_dir)
+    return {rule: Inspector(run, decision=rule, batch_size=batch_size) for rule in rules}
+
+
+def evaluate(model: str | Path | None, data: str | Path, *, decision: str = "calibrated", batch_size: int = 8,
+             runs_dir: str | Path = "saved_models") -> EvaluationReport:
+    """Evaluate run `model` (None: the newest in `runs_dir`) on the labelled set `data` and write the results.
+
+    Args:
+        model: run folder, or None for the newest run.
+        data: MVTec-layout root (holding test/, optionally ground_truth/) or its test/ folder.
+        decision: "calibrated", "seed" or "both" (both rules on the same residual maps, side by side).
+        batch_size: images per batch through the network (>= 1).
+    """
+    if decision not in DECISION_CHOICES:
+        raise ValueError(f"decision must be one of {DECISION_CHOICES}; got {decision!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch size must be an integer >= 1; got {batch_size!r}")
+    items = data_module.find_test_items(data)
+    inspectors = build_inspectors(model, RULES_FOR_CHOICE[decision], batch_size=batch_size, runs_dir=runs_dir)
+    state = stream(items, inspectors, batch_size=batch_size)
+    folder = next(iter(inspectors.values())).run.path / "results" / dataset_name(data)
+    curve, pixel_auroc = state.pixels.pro_curve(), state.pixels.auroc()
+    aupro = None if curve is None else metrics_module.integrate_pro_curve(*curve, fpr_limit=FPR_LIMIT)
+    evaluations, notes = {}, []
+    for rule, record in state.records.items():
+        metrics = decision_metrics(record, pixel_auroc, aupro)
+        rule_folder = folder / rule if decision == "both" else folder
+        write_results(rule_folder, record, metrics, curve)
+        evaluations[rule] = Evaluation(rule, metrics, record.rows, rule_folder)
+        notes += [note for note in null_notes(state, metrics) if note not in notes]
+    if decision == "both":
+        write_comparison(folder / "comparison.csv", evaluations)
+    run_name = next(iter(inspectors.values())).run.path.name
+    return EvaluationReport(evaluations, state.skipped, notes, report_text(run_name, folder, evaluations, state, notes))
+
+
+def report_text(run_name: str, folder: Path, evaluations: dict, state: StreamState, notes: list[str]) -> str:
+    """The stdout report: header, metric table, per-defect tables, skipped files, notes, where results went."""
+    lines = [f"run {run_name}, data {folder.name}: {next(iter(evaluations.values())).metrics['n_images']} images "
+             f"evaluated, {len(state.skipped)} skipped", ""]
+    lines += summary_table(evaluations)
+    for evaluation in evaluations.values():
+        lines += ["", *per_defect_lines(evaluation)]
+    if state.skipped:
+        lines += ["", f"skipped {len(state.skipped)} unreadable file(s):", *(f"  {entry}" for entry in state.skipped)]
+    if notes:
+        lines += ["", *(f"note: {note}" for note in notes)]
+    lines += ["", f"results: {folder}"]
+    return "\n".join(lines)
