@@ -1,0 +1,215 @@
+"""Real services for the line's tests: a Mosquitto broker on a free loopback port and an MQTT subscriber.
+
+Nothing here is a mock: the broker is Debian's `mosquitto` started from a config file, the subscriber a paho
+client. Waits are bounded waits on real conditions (a port accepting connections, a message arriving).
+Import the fixtures into a test module with ``from tests.line_fixtures import broker, subscriber_factory``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+WAIT_S = 30.0  # upper bound for any single wait; real waits end as soon as their condition holds
+
+
+def find_mosquitto() -> str | None:
+    """Debian installs the broker in /usr/sbin, which is not on every user's PATH."""
+    return shutil.which("mosquitto") or next(
+        (path for path in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(path, os.X_OK)), None)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout_s: float = WAIT_S) -> object:
+    """Poll `condition` until it returns something truthy (returned) or fail the test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(0.02)  # polling interval of a condition, not a guess at how long something takes
+
+
+def port_accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+class Broker:
+    """A Mosquitto process on 127.0.0.1:`port` with persistence in `folder`; can be killed and restarted."""
+
+    def __init__(self, binary: str, folder: Path) -> None:
+        self.binary, self.folder = binary, folder
+        self.port = free_port()
+        self.config = folder / "mosquitto.conf"
+        # user: when started as root, mosquitto would otherwise switch to a user that cannot write `folder`.
+        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                               f"persistence_location {folder}/\nautosave_interval 3600\nlog_dest stderr\n"
+                               "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
+                               "log_type subscribe\n"
+                               f"user {_user_name()}\n")
+        self.process: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        log = open(self.folder / f"mosquitto-{self.starts}.log", "wb")
+        self.process = subprocess.Popen([self.binary, "-c", str(self.config)], stderr=log, stdout=log)
+        wait_until(lambda: port_accepts(self.port) or self.process.poll() is not None, "mosquitto to listen")
+        assert self.process.poll() is None, f"mosquitto exited: {(self.folder / f'mosquitto-{self.starts}.log').read_text()}"
+
+    def log_text(self) -> str:
+        """What the running broker logged so far (connections, subscriptions)."""
+        return (self.folder / f"mosquitto-{self.starts}.log").read_text(errors="replace")
+
+    def save(self) -> None:
+        """Write the broker's persistence file now (SIGUSR1), so that sessions survive a kill -9."""
+        database = self.folder / "mosquitto.db"
+        database.unlink(missing_ok=True)
+        self.process.send_signal(signal.SIGUSR1)
+        wait_until(database.exists, "mosquitto to write its database")  # written aside, then renamed
+
+    def kill(self) -> None:
+        """kill -9: no goodbye to clients, no last save."""
+        self.process.kill()
+        self.process.wait(timeout=WAIT_S)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def _user_name() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+@dataclass
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+
+    def json(self):
+        return json.loads(self.payload)
+
+
+class Subscriber:
+    """A paho client that records every message under `topic_filter`; wait_for() waits for a condition on them.
+
+    `persistent=True` uses a fixed client id and a non-clean session, so the broker keeps QoS 1 messages for it
+    while it is disconnected (and, after Broker.save(), across a broker restart).
+    """
+
+    def __init__(self, port: int, topic_filter: str, *, persistent: bool = False) -> None:
+        client_id = f"test-subscriber-{port}-{id(self)}" if persistent else ""
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  clean_session=not persistent)
+        self.messages: list[Received] = []
+        self.subscribed = threading.Event()
+        self._changed = threading.Condition()
+        self.client.on_connect = lambda client, *rest: client.subscribe(topic_filter, qos=1)
+        self.client.on_subscribe = lambda *rest: self.subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(min_delay=1, max_delay=2)
+        self.client.connect("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+        assert self.subscribed.wait(WAIT_S), "subscriber did not get its subscription acknowledged"
+
+    def _on_message(self, client, userdata, message) -> None:
+        with self._changed:
+            self.messages.append(Received(message.topic, message.payload, bool(message.retain)))
+            self._changed.notify_all()
+
+    def on(self, topic: str) -> list[Received]:
+        with self._changed:
+            return [message for message in self.messages if message.topic == topic]
+
+    def last(self, topic: str) -> Received | None:
+        found = self.on(topic)
+        return found[-1] if found else None
+
+    def wait_for(self, condition: Callable[[], object], what: str, timeout_s: float = WAIT_S) -> object:
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while True:
+                value = condition()
+                if value:
+                    return value
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    topics = sorted({message.topic for message in self.messages})
+                    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}; topics seen: {topics}")
+                self._changed.wait(min(remaining, 0.5))  # woken by each message; 0.5 s bounds a missed wake-up
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def broker(tmp_path) -> Iterator[Broker]:
+    binary = find_mosquitto()
+    if binary is None:
+        pytest.skip("the mosquitto broker is not installed (Debian: apt-get install mosquitto)")
+    folder = tmp_path / "broker"
+    folder.mkdir()
+    running = Broker(binary, folder)
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def subscriber_factory() -> Iterator[Callable[..., Subscriber]]:
+    made: list[Subscriber] = []
+
+    def make(port: int, topic_filter: str, **options) -> Subscriber:
+        made.append(Subscriber(port, topic_filter, **options))
+        return made[-1]
+
+    yield make
+    for subscriber in made:
+        subscriber.close()
+
+
+def main_py_command(*arguments: str) -> list[str]:
+    return [sys.executable, str(PROJECT_ROOT / "main.py"), *arguments]
+
+
+def start_main_py(*arguments: str, log_path: Path) -> subprocess.Popen:
+    """main.py as a real process (own stdout/stderr file), from the project root."""
+    log = open(log_path, "wb")
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(main_py_command(*arguments), cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            env=environment)

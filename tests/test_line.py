@@ -1,0 +1,276 @@
+"""The line: stats, shifts and records on an injected clock, then main.py end to end through the real Inspector
+and a real Mosquitto broker (every part once, stats that add up, bad files, a broker killed mid-run, Last Will).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+import signal
+import subprocess
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.line_fixtures import (WAIT_S, broker, main_py_command, start_main_py,  # noqa: F401
+                                 subscriber_factory, wait_until)
+from utils.line import InspectionLine, LineStats, ShiftSchedule, iso_utc, part_images, result_record
+from utils.mqtt import Journal, read_journal
+from utils.sources import SourceError, SourceItem
+
+PREFIX = "test/line1"
+RESULT_FIELDS = {"seq", "ts", "source", "verdict", "score", "threshold", "max_blob_area", "min_area", "blobs",
+                 "latency_ms", "model"}
+STATS_FIELDS = {"total", "ok", "nok", "errors", "defect_pct", "parts_per_min", "since"}
+STARTUP_S = 180.0  # main.py imports TensorFlow and loads the model before it connects; slow on a busy machine
+ZONE = timezone(timedelta(hours=1))
+
+
+class SettableClock:
+    """The line's injectable clock: returns whatever time the test set last."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def at(hour: int, minute: int, second: int = 0, day: int = 1) -> datetime:
+    return datetime(2024, 5, day, hour, minute, second, tzinfo=ZONE)
+
+
+# ---------------------------------------------------------------- stats and shifts, no model
+
+
+def test_stats_add_up_and_parts_per_minute_slide():
+    stats = LineStats(since=at(6, 0), window_s=60)
+    for second, verdict in ((0, "OK"), (10, "NOK"), (20, "OK"), (30, "OK")):
+        stats.add(verdict, at(6, 1, second))
+    stats.add_error()
+    snapshot = stats.as_dict(at(6, 1, 30))
+    assert snapshot == {"total": 4, "ok": 3, "nok": 1, "errors": 1, "defect_pct": 25.0, "parts_per_min": 4.0,
+                        "since": "2024-05-01T05:00:00.000Z"}
+    assert stats.parts_per_min(at(6, 2, 25)) == 1.0  # only the part at 6:01:30 is within the last minute
+    assert stats.parts_per_min(at(6, 3)) == 0.0
+    with pytest.raises(ValueError, match="'maybe'"):
+        stats.add("maybe", at(6, 3))
+
+
+def test_shift_schedule_finds_the_running_shift_across_midnight():
+    schedule = ShiftSchedule.parse("06:00, 14:00,22:00")
+    assert schedule.shift_start(at(13, 59)) == at(6, 0)
+    assert schedule.shift_start(at(14, 0)) == at(14, 0)
+    assert schedule.shift_start(at(3, 0, day=2)) == at(22, 0, day=1)
+    assert ShiftSchedule.name(at(22, 0)) == "22:00"
+    assert ShiftSchedule.parse("none").shift_start(at(12, 0)) is None
+    with pytest.raises(ValueError, match="'6 Uhr'"):
+        ShiftSchedule.parse("6 Uhr")
+
+
+# ---------------------------------------------------------------- the line with the real Inspector
+
+
+@pytest.fixture(scope="module")
+def inspector(tiny_run):
+    from utils.inspect import Inspector
+
+    return Inspector.from_run(tiny_run)
+
+
+@pytest.fixture(scope="module")
+def test_images(tiny_demo) -> list[Path]:
+    return sorted((tiny_demo / "test").rglob("*.png"))
+
+
+def test_result_record_follows_the_contract_and_images_decode(inspector, test_images):
+    image = cv2.imread(str(test_images[0]), cv2.IMREAD_GRAYSCALE)
+    (result,) = inspector.inspect([image])
+    record = result_record(result, seq=7, at=at(6, 0), source="part.png", latency_ms=12.345, model="myCAE")
+    assert set(record) == RESULT_FIELDS | {"type"}
+    assert record["ts"] == "2024-05-01T05:00:00.000Z" and record["latency_ms"] == 12.3
+    assert record["verdict"] in ("OK", "NOK") and isinstance(record["max_blob_area"], int)
+    json.dumps(record, allow_nan=False)
+    images = part_images(result)
+    assert list(images) == ["input", "reconstruction", "residual", "defect"]
+    for png in images.values():
+        decoded = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+        assert decoded.shape == (inspector.size, inspector.size, 3)
+
+
+def test_line_counts_journals_and_resets_at_shift_boundaries(inspector, test_images, tmp_path):
+    image = cv2.imread(str(test_images[0]), cv2.IMREAD_GRAYSCALE)
+    clock = SettableClock(at(13, 58))
+    events = [(at(13, 58), SourceItem("a.png", image)), (at(13, 59), SourceError("b.png", "corrupt")),
+              (at(13, 59, 30), SourceItem("c.png", image)), (at(14, 0, 20), None),  # idle tick after 14:00
+              (at(14, 1), SourceItem("d.png", image))]
+
+    def source():
+        for moment, event in events:
+            clock.now = moment
+            yield event
+
+    journal = Journal(tmp_path / "line.jsonl")
+    output = io.StringIO()
+    line = InspectionLine(inspector=inspector, journal=journal, shifts=ShiftSchedule.parse("06:00,14:00,22:00"),
+                          clock=clock, output=output)
+    final = line.run(source(), threading.Event())
+    journal.close()
+
+    records = read_journal(tmp_path / "line.jsonl")
+    assert [record["type"] for record in records] == ["result", "error", "result", "shift", "result"]
+    assert [record.get("seq") for record in records] == [1, 2, 3, None, 4]
+    shift = records[3]
+    assert shift["name"] == "06:00" and shift["end"] == iso_utc(at(14, 0))
+    assert (shift["total"], shift["errors"], shift["ok"] + shift["nok"]) == (2, 1, 2)
+    assert final["total"] == 1 and final["errors"] == 0 and final["since"] == iso_utc(at(14, 0))
+    lines = output.getvalue().splitlines()
+    assert sum(text.startswith("seq=") for text in lines) == 4 and "ERROR source=b.png" in lines[1]
+
+
+# ---------------------------------------------------------------- main.py end to end
+
+
+@pytest.fixture
+def parts_folder(test_images, tmp_path) -> Path:
+    """The tiny demo test set plus one truncated PNG in the middle of the sorted order."""
+    folder = tmp_path / "parts"
+    for path in test_images:
+        target = folder / path.parent.name / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+    good = sorted((folder / "good").glob("*.png"))[0]
+    (folder / "good" / "000_truncated.png").write_bytes(good.read_bytes()[:100])
+    return folder
+
+
+def mqtt_flags(port: int) -> list[str]:
+    return ["--mqtt-host", "127.0.0.1", "--mqtt-port", str(port), "--topic-prefix", PREFIX]
+
+
+def payload_seqs(watcher, *suffixes) -> set[int]:
+    return {message.json()["seq"] for suffix in suffixes for message in watcher.on(f"{PREFIX}/{suffix}")}
+
+
+def test_every_part_of_a_folder_gives_exactly_one_result_and_stats_add_up(broker, subscriber_factory, tiny_run,
+                                                                          parts_folder, tmp_path):
+    watcher = subscriber_factory(broker.port, f"{PREFIX}/#")
+    journal = tmp_path / "line.jsonl"
+    completed = subprocess.run(
+        main_py_command("--model", str(tiny_run), "--source", str(parts_folder), *mqtt_flags(broker.port),
+                        "--journal", str(journal), "--images", "all", "--shifts", "none"),
+        capture_output=True, text=True, timeout=STARTUP_S)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+    images = sorted(str(path) for path in parts_folder.rglob("*.png") if "truncated" not in path.name)
+    watcher.wait_for(lambda: len(watcher.on(f"{PREFIX}/result")) >= len(images), f"{len(images)} results")
+    results = [message.json() for message in watcher.on(f"{PREFIX}/result")]
+    assert sorted(result["source"] for result in results) == images  # each part exactly once
+    for result in results:
+        assert set(result) == RESULT_FIELDS
+        assert result["verdict"] in ("OK", "NOK") and result["ts"].endswith("Z")
+        datetime.fromisoformat(result["ts"].replace("Z", "+00:00"))
+        assert all(set(blob) == {"area", "bbox"} and len(blob["bbox"]) == 4 for blob in result["blobs"])
+    (error,) = [message.json() for message in watcher.on(f"{PREFIX}/error")]
+    assert error["source"].endswith("000_truncated.png") and "000_truncated.png" in error["error"]
+
+    stats = watcher.wait_for(lambda: (last := watcher.last(f"{PREFIX}/stats")) and last.json()["total"] == len(images)
+                             and last, "final stats").json()
+    nok = sum(result["verdict"] == "NOK" for result in results)
+    assert set(stats) == STATS_FIELDS
+    assert (stats["total"], stats["ok"], stats["nok"], stats["errors"]) == (len(images), len(images) - nok, nok, 1)
+    assert stats["defect_pct"] == round(100 * nok / len(images), 2)
+
+    records = read_journal(journal)
+    assert {record["seq"] for record in records} == payload_seqs(watcher, "result", "error")
+    assert [message.payload for message in watcher.on(f"{PREFIX}/status")][-1] == b"offline"
+    last_image = watcher.last(f"{PREFIX}/image/defect").json()
+    assert last_image["seq"] == max(result["seq"] for result in results)
+    png = cv2.imdecode(np.frombuffer(base64.b64decode(last_image["png_base64"]), np.uint8), cv2.IMREAD_COLOR)
+    assert png is not None and png.shape[2] == 3
+    lines = completed.stdout.splitlines()
+    assert sum(line.startswith("seq=") for line in lines) == len(images) + 1 and lines[-1].startswith("stats ")
+
+
+def test_without_a_broker_the_line_prints_and_journals(tiny_run, parts_folder, tmp_path):
+    journal = tmp_path / "offline.jsonl"
+    completed = subprocess.run(
+        main_py_command("--model", str(tiny_run), "--source", str(parts_folder / "good" / "*.png"),
+                        "--journal", str(journal)),
+        capture_output=True, text=True, timeout=STARTUP_S)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    part_lines = [line for line in completed.stdout.splitlines() if line.startswith("seq=")]
+    files = sorted(str(path) for path in (parts_folder / "good").glob("*.png"))
+    assert [line.rsplit("source=", 1)[1] for line in part_lines if " ERROR " not in line] == \
+        [name for name in files if "truncated" not in name]
+    assert len(read_journal(journal)) == len(files)
+    assert not journal.with_name("offline.jsonl.delivered").exists()
+
+
+def drop_part(source: Path, folder: Path, name: str) -> None:
+    """Deliver a part the way a camera PC should: write under a temporary name, then rename."""
+    temporary = folder / f"{name}.tmp"
+    shutil.copy(source, temporary)
+    temporary.rename(folder / name)
+
+
+def test_broker_killed_mid_run_every_journaled_result_arrives_then_sigterm_exits_cleanly(
+        broker, subscriber_factory, tiny_run, test_images, tmp_path):
+    watch_folder, journal = tmp_path / "incoming", tmp_path / "line.jsonl"
+    watch_folder.mkdir()
+    watcher = subscriber_factory(broker.port, f"{PREFIX}/#", persistent=True)
+    process = start_main_py("--model", str(tiny_run), "--source", f"watch:{watch_folder}", *mqtt_flags(broker.port),
+                            "--journal", str(journal), "--shifts", "none", log_path=tmp_path / "main.log")
+    try:
+        watcher.wait_for(lambda: (last := watcher.last(f"{PREFIX}/status")) and last.payload == b"online",
+                         "main.py online", timeout_s=STARTUP_S)
+        for index in range(3):
+            drop_part(test_images[index], watch_folder, f"before_{index}.png")
+        watcher.wait_for(lambda: len(watcher.on(f"{PREFIX}/result")) == 3, "3 results before the outage")
+
+        broker.save()
+        broker.kill()
+        for index in range(3, 6):
+            drop_part(test_images[index], watch_folder, f"during_{index}.png")
+        (watch_folder / "during_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+        wait_until(lambda: len(read_journal(journal)) == 7, "main.py to inspect 7 items during the outage")
+
+        broker.start()
+        journaled = {record["seq"] for record in read_journal(journal)}
+        watcher.wait_for(lambda: payload_seqs(watcher, "result", "error") == journaled,
+                         "every journaled result after the restart")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=WAIT_S) == 0, (tmp_path / "main.log").read_text()[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    watcher.wait_for(lambda: watcher.last(f"{PREFIX}/status").payload == b"offline", "status offline")
+    stats = watcher.wait_for(lambda: (last := watcher.last(f"{PREFIX}/stats")) and last.json()["total"] == 6
+                             and last, "final stats").json()
+    assert stats["ok"] + stats["nok"] == 6 and stats["errors"] == 1
+    sources = [message.json()["source"] for message in watcher.on(f"{PREFIX}/result")]
+    assert sorted(set(sources)) == sorted(str(path) for path in watch_folder.glob("*.png") if "corrupt" not in path.name)
+
+
+def test_killed_main_py_goes_offline_through_its_last_will(broker, subscriber_factory, tiny_run, tmp_path):
+    watch_folder = tmp_path / "incoming"
+    watch_folder.mkdir()
+    watcher = subscriber_factory(broker.port, f"{PREFIX}/status")
+    process = start_main_py("--model", str(tiny_run), "--source", f"watch:{watch_folder}", *mqtt_flags(broker.port),
+                            "--journal", str(tmp_path / "line.jsonl"), log_path=tmp_path / "main.log")
+    try:
+        watcher.wait_for(lambda: (last := watcher.last(f"{PREFIX}/status")) and last.payload == b"online",
+                         "main.py online", timeout_s=STARTUP_S)
+    finally:
+        process.kill()  # kill -9
+        process.wait(timeout=WAIT_S)
+    watcher.wait_for(lambda: watcher.last(f"{PREFIX}/status").payload == b"offline", "the Last Will")
+    late = subscriber_factory(broker.port, f"{PREFIX}/status")
+    late.wait_for(lambda: late.last(f"{PREFIX}/status"), "the retained status")
+    assert late.last(f"{PREFIX}/status").payload == b"offline" and late.last(f"{PREFIX}/status").retain
