@@ -85,12 +85,12 @@ def inspector(tiny_run):
 
 
 @pytest.fixture(scope="module")
-def test_images(tiny_demo) -> list[Path]:
+def demo_test_images(tiny_demo) -> list[Path]:
     return sorted((tiny_demo / "test").rglob("*.png"))
 
 
-def test_result_record_follows_the_contract_and_images_decode(inspector, test_images):
-    image = cv2.imread(str(test_images[0]), cv2.IMREAD_GRAYSCALE)
+def test_result_record_follows_the_contract_and_images_decode(inspector, demo_test_images):
+    image = cv2.imread(str(demo_test_images[0]), cv2.IMREAD_GRAYSCALE)
     (result,) = inspector.inspect([image])
     record = result_record(result, seq=7, at=at(6, 0), source="part.png", latency_ms=12.345, model="myCAE")
     assert set(record) == RESULT_FIELDS | {"type"}
@@ -104,8 +104,8 @@ def test_result_record_follows_the_contract_and_images_decode(inspector, test_im
         assert decoded.shape == (inspector.size, inspector.size, 3)
 
 
-def test_line_counts_journals_and_resets_at_shift_boundaries(inspector, test_images, tmp_path):
-    image = cv2.imread(str(test_images[0]), cv2.IMREAD_GRAYSCALE)
+def test_line_counts_journals_and_resets_at_shift_boundaries(inspector, demo_test_images, tmp_path):
+    image = cv2.imread(str(demo_test_images[0]), cv2.IMREAD_GRAYSCALE)
     clock = SettableClock(at(13, 58))
     events = [(at(13, 58), SourceItem("a.png", image)), (at(13, 59), SourceError("b.png", "corrupt")),
               (at(13, 59, 30), SourceItem("c.png", image)), (at(14, 0, 20), None),  # idle tick after 14:00
@@ -138,10 +138,10 @@ def test_line_counts_journals_and_resets_at_shift_boundaries(inspector, test_ima
 
 
 @pytest.fixture
-def parts_folder(test_images, tmp_path) -> Path:
+def parts_folder(demo_test_images, tmp_path) -> Path:
     """The tiny demo test set plus one truncated PNG in the middle of the sorted order."""
     folder = tmp_path / "parts"
-    for path in test_images:
+    for path in demo_test_images:
         target = folder / path.parent.name / path.name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, target)
@@ -221,7 +221,7 @@ def drop_part(source: Path, folder: Path, name: str) -> None:
 
 
 def test_broker_killed_mid_run_every_journaled_result_arrives_then_sigterm_exits_cleanly(
-        broker, subscriber_factory, tiny_run, test_images, tmp_path):
+        broker, subscriber_factory, tiny_run, demo_test_images, tmp_path):
     watch_folder, journal = tmp_path / "incoming", tmp_path / "line.jsonl"
     watch_folder.mkdir()
     watcher = subscriber_factory(broker.port, f"{PREFIX}/#", persistent=True)
@@ -231,13 +231,13 @@ def test_broker_killed_mid_run_every_journaled_result_arrives_then_sigterm_exits
         watcher.wait_for(lambda: (last := watcher.last(f"{PREFIX}/status")) and last.payload == b"online",
                          "main.py online", timeout_s=STARTUP_S)
         for index in range(3):
-            drop_part(test_images[index], watch_folder, f"before_{index}.png")
+            drop_part(demo_test_images[index], watch_folder, f"before_{index}.png")
         watcher.wait_for(lambda: len(watcher.on(f"{PREFIX}/result")) == 3, "3 results before the outage")
 
         broker.save()
         broker.kill()
         for index in range(3, 6):
-            drop_part(test_images[index], watch_folder, f"during_{index}.png")
+            drop_part(demo_test_images[index], watch_folder, f"during_{index}.png")
         (watch_folder / "during_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
         wait_until(lambda: len(read_journal(journal)) == 7, "main.py to inspect 7 items during the outage")
 
