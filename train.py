@@ -3,6 +3,7 @@
     python train.py                                   # myCAE on the built-in demo set, 100 epochs max
     python train.py --data path/to/mvtec_like --model mvtecCAE --size 128 --epochs 50
     python train.py --resume saved_models/<run>       # continue a run from its last checkpoint
+    python train.py --optuna 30 --epochs 20 --size 128   # tune myCAE into myCAE_optuna; rerun to resume
 """
 from __future__ import annotations
 
@@ -57,7 +58,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "<defect>/ sub-folders) to tune min area and threshold for the best balanced "
                              "accuracy. Never use the images you will report results on: keep a separate "
                              "tuning set. The images used are recorded in calibration.json")
+    search = parser.add_argument_group("hyperparameter search (Optuna; tunes myCAE into myCAE_optuna)")
+    search.add_argument("--optuna", type=int, metavar="N", help="run an Optuna study until it holds N finished "
+                        "trials, then retrain the best as a run folder; the search picks the architecture, --loss, "
+                        "--lr, --batch-size and --noise; --epochs bounds each trial. Rerun the same command to "
+                        "resume a stopped study, with a larger N to extend it")
+    search.add_argument("--study", metavar="NAME", help="study name (default: myCAE_<dataset>_<size>px_<color>); "
+                        "results go to OUT/optuna/NAME/")
+    search.add_argument("--storage", metavar="URL", help="Optuna database URL, e.g. postgresql://user@host/db "
+                        "so several machines work on one study (default: sqlite:///OUT/optuna.db)")
+    search.add_argument("--objective", choices=("val_loss", "auroc"), default="val_loss", help="val_loss: "
+                        "validation SSIM loss on good images; auroc: image AUROC on --tuning-data (default: "
+                        "%(default)s)")
+    search.add_argument("--tuning-data", metavar="DIR", help="with --objective auroc: labelled tuning images "
+                        "(good/ and <defect>/ sub-folders). Never the set you report results on: keep a separate "
+                        "tuning split, or the reported numbers are tuned on their own test")
     return parser.parse_args(argv)
+
+
+def run_optuna(args: argparse.Namespace, config):
+    """--optuna N: run or resume the study; returns the best trial's retrained run folder."""
+    from utils.tuning import run_study
+
+    return run_study(config, n_trials=args.optuna, study_name=args.study, storage=args.storage,
+                     objective=args.objective, tuning_data=args.tuning_data).run_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = args.calibrate
         elif args.finetune:
             raise ValueError("--finetune goes with --calibrate RUN (calibrate a trained run on labelled images)")
+        elif args.optuna is None and (args.study or args.storage or args.tuning_data or args.objective != "val_loss"):
+            raise ValueError("--study, --storage, --objective and --tuning-data go with --optuna N")
+        elif args.optuna is not None and args.resume:
+            raise ValueError("--resume continues a run; to resume a study, rerun --optuna N with its --study NAME")
         elif args.resume:
             run_dir = training.resume(args.resume, epochs=args.epochs)
         else:
@@ -84,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                 loss=args.loss, batch_size=args.batch_size, lr=args.lr, seed=args.seed, out=args.out,
                 validation_split=args.validation_split, patience=args.patience, augment=args.augment,
                 noise=args.noise, distribute=args.distribute, params=args.params)
-            run_dir = training.train(config)
+            run_dir = run_optuna(args, config) if args.optuna is not None else training.train(config)
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -246,7 +246,7 @@ def save_plots(run_dir: Path, autoencoder, history: dict) -> None:
     (plots / "model.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     try:
         keras.utils.plot_model(autoencoder, to_file=str(plots / "model.png"), show_shapes=True, dpi=72)
-    except (ImportError, OSError, RuntimeError) as error:  # pydot or Graphviz's `dot` missing
+    except (ImportError, OSError, RuntimeError, AssertionError) as error:  # pydot or `dot` missing or crashing
         log.info("model.png not drawn (%s); plots/model.txt has the layer table.", error)
 
 
