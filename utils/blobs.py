@@ -96,7 +96,7 @@ def blob_score(residual_map: np.ndarray, min_area: int) -> float:
     _validate_min_area(min_area)
     if min_area > residual_map.size:
         raise ValueError(f"min_area {min_area} exceeds the map's {residual_map.size} pixels {residual_map.shape}")
-    values = np.unique(residual_map)  # ascending; at values[0] the whole map is one blob, so low always passes
+    values = _score_candidates(residual_map, min_area)  # ascending; values[0] is known to pass
     low, high = 0, len(values) - 1
     while low < high:  # invariant: values[low] passes, everything above values[high] fails
         middle = (low + high + 1) // 2
@@ -105,6 +105,24 @@ def blob_score(residual_map: np.ndarray, min_area: int) -> float:
         else:
             high = middle - 1
     return float(values[low])
+
+
+def _score_candidates(residual_map: np.ndarray, min_area: int) -> np.ndarray:
+    """The map's distinct values that can be the blob score, ascending; the first is known to pass.
+
+    Upper bound: above the min_area-th largest value fewer than min_area pixels remain. Lower bound: the best
+    value that a whole k×k square (k² ≥ min_area, k odd, the square inside the map) reaches everywhere — that
+    square alone is a blob big enough. Bracketing first saves most of the bisection's passes.
+    """
+    flat = residual_map.ravel()
+    upper = np.partition(flat, flat.size - min_area)[flat.size - min_area]
+    side = int(np.ceil(np.sqrt(min_area))) | 1
+    half = side // 2
+    lower = flat.min()
+    if residual_map.shape[0] > 2 * half and residual_map.shape[1] > 2 * half:
+        eroded = cv2.erode(residual_map, np.ones((side, side), np.uint8))  # the k×k minimum around each pixel
+        lower = eroded[half:residual_map.shape[0] - half, half:residual_map.shape[1] - half].max()
+    return np.unique(flat[(flat >= lower) & (flat <= upper)])
 
 
 def lowest_clean_threshold(residual_maps, *, min_area: int) -> float:
