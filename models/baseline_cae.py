@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import keras
 from keras import layers, regularizers
 
-from models.validation import check_filters, check_input_shape, check_positive_int
+from models.validation import check_filters, check_input_shape, check_non_negative_number, check_positive_int
 
 NEGATIVE_SLOPE = 0.1  # the source's leaky ReLU slope
 
@@ -40,13 +40,12 @@ def build_baseline_cae(
     filters = check_filters("filters", filters)
     kernel_size = check_positive_int("kernel_size", kernel_size)
     encoding_dim = check_positive_int("encoding_dim", encoding_dim)
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
-        raise ValueError(f"weight_decay must be a number >= 0; got {weight_decay!r}")
+    weight_decay = check_non_negative_number("weight_decay", weight_decay)
     downsampling = 2 ** len(filters)
     height, width, channels = check_input_shape(
         "baselineCAE", input_shape, multiple=downsampling, minimum=downsampling
     )
-    block_options = {"kernel_size": kernel_size, "weight_decay": float(weight_decay)}
+    block_options = {"kernel_size": kernel_size, "weight_decay": weight_decay}
 
     inputs = keras.Input(shape=(height, width, channels), name="input")
     features = inputs

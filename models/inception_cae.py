@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import keras
 from keras import layers, regularizers
 
-from models.validation import check_filters, check_input_shape
+from models.validation import check_filters, check_input_shape, check_non_negative_number
 
 NEGATIVE_SLOPE = 0.1  # the source's leaky ReLU slope
 
@@ -38,8 +38,7 @@ def build_inception_cae(
     in [0, 1], encoder: input → (height / 2**levels, width / 2**levels, 4 × filters[-1]) code).
     """
     filters = check_filters("filters", filters)
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
-        raise ValueError(f"weight_decay must be a number >= 0; got {weight_decay!r}")
+    weight_decay = check_non_negative_number("weight_decay", weight_decay)
     downsampling = 2 ** len(filters)
     height, width, channels = check_input_shape(
         "inceptionCAE", input_shape, multiple=downsampling, minimum=downsampling

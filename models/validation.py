@@ -63,6 +63,12 @@ def check_positive_int(name: str, value: object) -> int:
     return number
 
 
+def check_non_negative_number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"{name} must be a number >= 0; got {value!r}")
+    return float(value)
+
+
 def check_filters(name: str, filters: object, *, levels: int | None = None) -> list[int]:
     """Return filter widths as a list with one positive int per level.
 
