@@ -146,3 +146,18 @@ def test_l2_residual_map_is_mean_squared_difference_over_channels():
     assert maps.shape == (1, 4, 4)
     assert maps[0, 1, 2] == pytest.approx((0.25 + 0.04) / 3)
     assert np.count_nonzero(maps) == 1
+
+
+@pytest.mark.parametrize("label", ["train/good", "test/scratch", "test/missing_material"])
+def test_matches_scikit_image_on_generated_demo_photos(label):
+    """Demo photos against a blurred copy (a typical blurry reconstruction), inside the 5 px border."""
+    import cv2
+
+    from utils.synthetic import render_sample
+
+    photo = cv2.cvtColor(render_sample(label, 3, seed=0, size=96)[0], cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
+    reconstruction = cv2.GaussianBlur(photo, (0, 0), 2.0)
+    ours = residual_of_pair(photo, reconstruction)
+    expected = reference_residual(photo, reconstruction)
+    inside = (slice(BORDER, -BORDER), slice(BORDER, -BORDER))
+    assert np.abs(ours[inside] - expected[inside]).max() <= TOLERANCE
