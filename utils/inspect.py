@@ -10,6 +10,8 @@ and maps refer to the resized image.
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -60,6 +62,7 @@ class Inspector:
         self.decision = decision
         self.batch_size = batch_size
         self._forward = self._compile_forward()
+        self._decision_pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="decide")
 
     @classmethod
     def from_run(cls, path: str | Path | None = None, *, decision: str = "calibrated", batch_size: int = 8,
@@ -121,9 +124,10 @@ class Inspector:
             return []
         batch = self.prepare(images)
         reconstructions, maps = self.residuals(batch)
+        # OpenCV and NumPy release the GIL, so the per-image decisions use every core, as the forward pass did.
+        decisions = list(self._decision_pool.map(self.decide, maps)) if len(maps) > 1 else [self.decide(maps[0])]
         results = []
-        for image, reconstruction, residual_map in zip(batch, reconstructions, maps):
-            decision = self.decide(residual_map)
+        for image, reconstruction, residual_map, decision in zip(batch, reconstructions, maps, decisions):
             results.append(InspectionResult(
                 verdict=decision.verdict, score=float(decision.score), threshold=float(decision.threshold),
                 min_area=int(decision.min_area), max_blob_area=float(decision.max_blob_area), blobs=decision.blobs,
