@@ -56,7 +56,7 @@ def inspect_and_save(args: argparse.Namespace) -> tuple:
     result = inspector.inspect([image])[0]
     noisy = add_denoising_noise(tf.constant(result.input)).numpy() if inspector.run.config.get("noise") else None
     folder = inspector.run.path / "test" / name
-    save_inspection_images(result, folder, code=inspector.encode([image])[0], noisy=noisy, title=image_path.name)
+    save_inspection_images(result, folder, code=inspector.encode(result.input[None])[0], noisy=noisy, title=image_path.name)
     return result, folder
 
 

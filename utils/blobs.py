@@ -137,9 +137,13 @@ def lowest_clean_threshold(residual_maps, *, min_area: int) -> float:
     """
     if len(residual_maps) == 0:
         raise ValueError("residual_maps is empty: calibration needs at least one defect-free map")
-    highest_score = max(blob_score(residual_map, min_area) for residual_map in residual_maps)
-    # Whether float32(highest_score) rounds down or up, the next float32 above it is strictly above the score.
-    return float(np.nextafter(np.float32(highest_score), np.float32(np.inf)))
+    return threshold_above(max(blob_score(residual_map, min_area) for residual_map in residual_maps))
+
+
+def threshold_above(score: float) -> float:
+    """The lowest threshold strictly above `score` that survives being stored in float32 or float64."""
+    # Whether float32(score) rounds down or up, the next float32 above it is strictly above the score.
+    return float(np.nextafter(np.float32(score), np.float32(np.inf)))
 
 
 def decide(residual_map: np.ndarray, *, rule: str = "calibrated", threshold: float | None = None,

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from utils import data as data_module
-from utils.blobs import blob_score, lowest_clean_threshold
+from utils.blobs import blob_score, threshold_above
 from utils.run import CALIBRATION_FILE, Run, load_run, write_json
 
 log = logging.getLogger(__name__)
@@ -92,13 +92,14 @@ def calibrate(run: Run | str | Path, *, min_area: int | None = None, finetune_di
         raise ValueError(f"Run {str(run.path)!r} has no validation images to calibrate on "
                          "(trained with --validation-split 0?).")
     used, maps = residual_maps_for_files(inspector, validation_files, description="calibrating")
+    highest_score = max(blob_score(residual_map, min_area) for residual_map in maps)
     calibration = {
         "method": "validation",
-        "threshold": lowest_clean_threshold(list(maps), min_area=min_area),
+        "threshold": threshold_above(highest_score),  # MVTec: lowest threshold flagging no validation image
         "min_area": min_area,
         "residual": "ssim", "ssim_window": SSIM_WINDOW, "ssim_sigma": SSIM_SIGMA,
         "validation_images": [str(path) for path in used],
-        "validation_max_score": float(max(blob_score(residual_map, min_area) for residual_map in maps)),
+        "validation_max_score": float(highest_score),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if finetune_dir is not None:

@@ -135,8 +135,8 @@ class Inspector:
                 defect_mask=decision.defect_mask, rule=decision.rule))
         return results
 
-    def encode(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """The encoder's code for each image (for display)."""
+    def encode(self, batch: np.ndarray) -> np.ndarray:
+        """The encoder's code for each image of a prepared batch (e.g. the results' `input`), for display."""
         if self.run.encoder is None:
             raise ValueError(f"Run {str(self.run.path)!r} has no encoder.keras.")
-        return np.asarray(self.run.encoder(self.prepare(images), training=False))
+        return np.asarray(self.run.encoder(batch, training=False))
