@@ -43,6 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--augment", action="store_true", help="random flips, ±10° rotations and brightness")
     parser.add_argument("--noise", action="store_true", help="denoising training: the input gets random bright "
                         "lines and gaussian noise (σ 0.1), the target stays clean")
+    parser.add_argument("--synthetic-defects", action="store_true", help="defect-removal training: half the "
+                        "inputs get random painted blobs (foreign texture or a flat tone), the target stays clean, "
+                        "so defects show up in the residual map instead of being copied; recommended")
     parser.add_argument("--params", help="hyperparameter JSON for the model (e.g. a study's best params for "
                         "myCAE_optuna; default: models/myCAE_optuna.json)")
     parser.add_argument("--distribute", choices=DISTRIBUTE_CHOICES, default=defaults.distribute,
@@ -111,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                 data=args.data, model=args.model, epochs=args.epochs or training.TrainConfig.epochs, size=args.size, color=args.color,
                 loss=args.loss, batch_size=args.batch_size, lr=args.lr, seed=args.seed, out=args.out,
                 validation_split=args.validation_split, patience=args.patience, augment=args.augment,
-                noise=args.noise, distribute=args.distribute, params=args.params)
+                noise=args.noise, synthetic_defects=args.synthetic_defects, distribute=args.distribute,
+                params=args.params)
             run_dir = run_optuna(args, config) if args.optuna is not None else training.train(config)
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

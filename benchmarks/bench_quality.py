@@ -56,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--augment", action="store_true", help="train with random flips, rotations, brightness")
     parser.add_argument("--noise", action="store_true", help="denoising training (noisy input, clean target)")
+    parser.add_argument("--synthetic-defects", action="store_true", help="defect-removal training (random blobs "
+                        "painted on the input, clean target)")
     parser.add_argument("--runs-dir", help="keep the run folders here (default: a temporary folder, deleted)")
     parser.add_argument("--out", help="JSON file for the rows (default: benchmarks/results/quality_<dataset>.json)")
     args = parser.parse_args(argv)
@@ -68,7 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def recipe_of(args: argparse.Namespace) -> dict:
     """Everything besides model, size and epochs that decides what is trained and how it is judged."""
     return {"loss": args.loss, "color": args.color, "batch_size": args.batch_size, "seed": args.seed,
-            "augment": args.augment, "noise": args.noise, "decision": "calibrated"}
+            "augment": args.augment, "noise": args.noise, "synthetic_defects": args.synthetic_defects,
+            "decision": "calibrated"}
 
 
 def reproducing_command(args: argparse.Namespace, model: str) -> str:
@@ -79,6 +82,7 @@ def reproducing_command(args: argparse.Namespace, model: str) -> str:
     words += ["--data", args.data] if args.data else []
     words += ["--augment"] if args.augment else []
     words += ["--noise"] if args.noise else []
+    words += ["--synthetic-defects"] if args.synthetic_defects else []
     return shlex.join(words)
 
 
@@ -95,7 +99,7 @@ def benchmark_model(args: argparse.Namespace, model: str, data: Path, runs_dir: 
 
     config = TrainConfig(data=str(data), model=model, size=args.size, epochs=args.epochs, color=args.color,
                          loss=args.loss, batch_size=args.batch_size, seed=args.seed, out=str(runs_dir),
-                         augment=args.augment, noise=args.noise)
+                         augment=args.augment, noise=args.noise, synthetic_defects=args.synthetic_defects)
     started = time.perf_counter()
     run_dir = train(config)
     train_seconds = time.perf_counter() - started

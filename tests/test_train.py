@@ -49,7 +49,7 @@ def test_saved_model_reloads_safely_with_identical_predictions(tiny_run):
 
 def test_cli_trains_resumes_and_prints_the_run_folder_last(tiny_demo, tmp_path):
     first = run_script("train.py", "--data", str(tiny_demo), "--size", "64", "--epochs", "1", "--batch-size", "8",
-                       "--out", str(tmp_path), "--model", "mvtecCAE")
+                       "--out", str(tmp_path), "--model", "mvtecCAE", "--synthetic-defects")
     assert first.returncode == 0, first.stderr[-2000:]
     run_dir = Path(first.stdout.strip().splitlines()[-1])
     assert run_dir.parent == tmp_path and (run_dir / "model.keras").is_file()
@@ -58,7 +58,9 @@ def test_cli_trains_resumes_and_prints_the_run_folder_last(tiny_demo, tmp_path):
     assert resumed.stdout.strip().splitlines()[-1] == str(run_dir)
     history = json.loads((run_dir / "history.json").read_text())
     assert len(history["loss"]) == 3  # 1 epoch, then epochs 2 and 3 after the resume
-    assert json.loads((run_dir / "config.json").read_text())["epochs_run"] == 3
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["epochs_run"] == 3
+    assert config["synthetic_defects"] and config["train_config"]["synthetic_defects"]  # the resume kept the recipe
 
 
 @pytest.mark.parametrize("model_name", ["mvtecCAE", "baselineCAE", "inceptionCAE", "resnetCAE", "skipCAE",

@@ -286,6 +286,35 @@ def add_denoising_noise(image, *, max_lines: int = 3, sigma: float = 0.1):
     return tf.clip_by_value(noisy, 0.0, 1.0)
 
 
+def add_synthetic_defects(image, *, probability: float = 0.5, max_coverage: float = 0.04):
+    """The defect-removal input: with `probability`, one or two smooth random blobs painted over the image.
+
+    `image` is an H×W×C float tensor in [0, 1]. The blobs are the top 0.3 %–`max_coverage` of a bicubically
+    upsampled coarse random field (3–8 cells a side), with soft edges. They are filled, at 50–100 % opacity, either
+    with the image itself turned and shifted (foreign structure, as a chip or inclusion looks) or with a flat random
+    tone plus a little noise (as rust, a stain or missing material looks). The target stays the clean image, so the
+    autoencoder learns to paint defects out instead of copying them, and the residual map lights up where they are
+    (after DRAEM's reconstructive training, Zavrtanik et al., ICCV 2021, without its texture data set).
+    """
+    import tensorflow as tf
+
+    height, width, channels = image.shape
+    cells = tf.random.uniform([], 3, 9, dtype=tf.int32)
+    coarse = tf.random.uniform(tf.stack([1, cells, cells, 1]))
+    field = tf.image.resize(coarse, [height, width], method="bicubic")[0, :, :, 0]
+    coverage = tf.random.uniform([], 0.003, max_coverage)
+    descending = tf.sort(tf.reshape(field, [-1]), direction="DESCENDING")
+    cutoff = descending[tf.cast(coverage * height * width, tf.int32)]
+    mask = tf.clip_by_value((field - cutoff) / 0.02, 0.0, 1.0)[:, :, None]  # 0.02: a soft edge a pixel or two wide
+    turned = tf.image.rot90(image, tf.random.uniform([], 0, 4, dtype=tf.int32)) if height == width else image
+    shifted = tf.roll(turned, shift=tf.random.uniform([2], 0, max(height, width), dtype=tf.int32), axis=[0, 1])
+    flat_tone = tf.random.uniform([1, 1, channels]) + tf.random.normal([height, width, channels], stddev=0.03)
+    fill = tf.where(tf.random.uniform([]) < 0.5, shifted, flat_tone)
+    opacity = tf.random.uniform([], 0.5, 1.0) * mask
+    damaged = tf.clip_by_value(image * (1.0 - opacity) + fill * opacity, 0.0, 1.0)
+    return tf.where(tf.random.uniform([]) < probability, damaged, image)
+
+
 def training_datasets(
     train_files: Sequence[Path],
     validation_files: Sequence[Path],
@@ -296,12 +325,14 @@ def training_datasets(
     seed: int,
     augment: bool = False,
     noise: bool = False,
+    defects: bool = False,
     skipped: set[str] | None = None,
 ):
     """(train, validation) tf.data datasets of (input, target) batches for autoencoder training.
 
-    Decoded, resized images are cached in memory as uint8 after the first epoch; shuffling, augmentation and
-    denoising noise are applied after the cache so they differ every epoch. Validation is always clean.
+    Decoded, resized images are cached in memory as uint8 after the first epoch; shuffling, augmentation,
+    denoising noise and synthetic defects are applied after the cache so they differ every epoch. Validation is
+    always clean.
     """
     import tensorflow as tf
 
@@ -315,16 +346,22 @@ def training_datasets(
             return tf.clip_by_value(augmenter(image, training=True), 0.0, 1.0)
 
         train = train.map(augment_image)
-    train = train.map(_noisy_pair if noise else _identity_pair, num_parallel_calls=tf.data.AUTOTUNE)
+    train = train.map(training_pair(noise=noise, defects=defects), num_parallel_calls=tf.data.AUTOTUNE)
     train = train.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     validation = image_dataset(validation_files, size=size, color_mode=color_mode, skipped=skipped).cache()
     validation = validation.map(to_unit_float).map(_identity_pair)
     return train, validation.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def training_pair(*, noise: bool, defects: bool):
+    """image → (input, target): the target is always the clean image; the input may be damaged first."""
+
+    def make_pair(image):
+        damaged = add_synthetic_defects(image) if defects else image
+        return (add_denoising_noise(damaged) if noise else damaged), image
+
+    return make_pair
+
+
 def _identity_pair(image):
     return image, image
-
-
-def _noisy_pair(image):
-    return add_denoising_noise(image), image

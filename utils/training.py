@@ -45,6 +45,7 @@ class TrainConfig:
     patience: int = 10  # epochs without a better val_loss before training stops
     augment: bool = False  # random flips, ±10° rotations, ±0.1 brightness
     noise: bool = False  # denoising training: noisy input (bright lines + σ 0.1 noise), clean target
+    synthetic_defects: bool = False  # defect-removal training: random blobs painted on half the inputs, clean target
     distribute: str = "none"  # none | mirrored (all local GPUs) | multiworker (machines listed in TF_CONFIG)
     params: str | None = None  # hyperparameter JSON for the model (e.g. myCAE_optuna's tuned params)
     hparams: dict = field(default_factory=dict)  # extra builder keyword arguments, recorded in config.json
@@ -168,6 +169,7 @@ def make_run_config(config: TrainConfig, root: Path, input_shape: tuple, split: 
         "lr": config.lr,
         "seed": config.seed,
         "noise": config.noise,
+        "synthetic_defects": config.synthetic_defects,
         "augment": config.augment,
         "n_train_images": len(train_files),
         "validation_files": [str(path) for path in validation_files],
@@ -193,7 +195,7 @@ def fit_run(run_dir: Path, config: TrainConfig, run_config: dict, extra_callback
     train_data, validation_data = data_module.training_datasets(
         train_files, [Path(p) for p in run_config["validation_files"]], size=config.size, color_mode=config.color,
         batch_size=config.batch_size * replicas, seed=config.seed, augment=config.augment, noise=config.noise,
-        skipped=skipped)
+        defects=config.synthetic_defects, skipped=skipped)
     if config.distribute != "none":
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA

@@ -252,8 +252,8 @@ def run_study(config: TrainConfig, *, n_trials: int, study_name: str | None = No
               pruner=None, retrain: bool = True) -> StudyOutcome:
     """Run (or resume) the study until it holds `n_trials` finished trials, then save and retrain its best.
 
-    config: data, size, color, epochs (per trial), seed, out, validation_split, patience and augment apply to
-    every trial; model, loss, lr, batch_size and noise are chosen by the search. pruner: an optuna pruner
+    config: data, size, color, epochs (per trial), seed, out, validation_split, patience, augment and
+    synthetic_defects apply to every trial; model, loss, lr, batch_size and noise are chosen by the search. pruner: an optuna pruner
     (default: `default_pruner()`). Returns a StudyOutcome; see the module docstring for the study folder.
     """
     import optuna
@@ -406,7 +406,8 @@ def train_trial(trial, context: StudyContext) -> float:
     compile_autoencoder(autoencoder, trial_config)
     train_data, validation_data = data_module.training_datasets(
         context.train_files, context.validation_files, size=config.size, color_mode=config.color,
-        batch_size=trial_config.batch_size, seed=config.seed, augment=config.augment, noise=trial_config.noise)
+        batch_size=trial_config.batch_size, seed=config.seed, augment=config.augment, noise=trial_config.noise,
+        defects=config.synthetic_defects)
     reporter = PruningReporter(trial, autoencoder, maximize=context.objective == "auroc")
     stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
     with warnings.catch_warnings():
@@ -496,7 +497,8 @@ def finish_study(study, storage_url: str, context: StudyContext, *, retrain: boo
 def best_trial_summary(study, best, context: StudyContext, params_path: Path, training: dict) -> dict:
     """best_trial.json: what the best trial was, how it scored, and the command that retrains it."""
     config = context.config
-    flags = "".join(flag for flag, on in ((" --noise", training["noise"]), (" --augment", config.augment)) if on)
+    flags = "".join(flag for flag, on in ((" --noise", training["noise"]), (" --augment", config.augment),
+                                          (" --synthetic-defects", config.synthetic_defects)) if on)
     command = (f"python train.py --model myCAE_optuna --params {params_path} --data {config.data} "
                f"--size {config.size} --color {config.color} --epochs {config.epochs} --loss {training['loss']} "
                f"--lr {training['lr']!r} --batch-size {training['batch_size']}{flags} --seed {config.seed} "
