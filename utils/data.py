@@ -287,25 +287,21 @@ def add_denoising_noise(image, *, max_lines: int = 3, sigma: float = 0.1):
 
 
 def add_synthetic_defects(image, *, probability: float = 0.5, max_coverage: float = 0.04):
-    """The defect-removal input: with `probability`, one or two smooth random blobs painted over the image.
+    """The defect-removal input: with `probability`, a random blob or stroke painted over the image.
 
-    `image` is an H×W×C float tensor in [0, 1]. The blobs are the top 0.3 %–`max_coverage` of a bicubically
-    upsampled coarse random field (3–8 cells a side), with soft edges. They are filled, at 50–100 % opacity, either
-    with the image itself turned and shifted (foreign structure, as a chip or inclusion looks) or with a flat random
-    tone plus a little noise (as rust, a stain or missing material looks). The target stays the clean image, so the
-    autoencoder learns to paint defects out instead of copying them, and the residual map lights up where they are
-    (after DRAEM's reconstructive training, Zavrtanik et al., ICCV 2021, without its texture data set).
+    `image` is an H×W×C float tensor in [0, 1]. Half the defects are blobs: the top 0.3 %–`max_coverage` of a
+    bicubically upsampled coarse random field (3–8 cells a side). The other half are strokes: a random quadratic
+    curve 1–3 px wide and 10–50 % of the image long (as scratches and cracks look). Both have soft edges and are
+    filled, at 50–100 % opacity, either with the image itself turned and shifted (foreign structure) or with a flat
+    random tone plus a little noise (a stain, rust, a dark crack, missing material). The target stays the clean
+    image, so the autoencoder learns to paint defects out instead of copying them, and the residual map lights up
+    where they are (after DRAEM's reconstructive training, Zavrtanik et al., ICCV 2021, without its texture set).
     """
     import tensorflow as tf
 
     height, width, channels = image.shape
-    cells = tf.random.uniform([], 3, 9, dtype=tf.int32)
-    coarse = tf.random.uniform(tf.stack([1, cells, cells, 1]))
-    field = tf.image.resize(coarse, [height, width], method="bicubic")[0, :, :, 0]
-    coverage = tf.random.uniform([], 0.003, max_coverage)
-    descending = tf.sort(tf.reshape(field, [-1]), direction="DESCENDING")
-    cutoff = descending[tf.cast(coverage * height * width, tf.int32)]
-    mask = tf.clip_by_value((field - cutoff) / 0.02, 0.0, 1.0)[:, :, None]  # 0.02: a soft edge a pixel or two wide
+    mask = tf.where(tf.random.uniform([]) < 0.5, _blob_mask(height, width, max_coverage=max_coverage),
+                    _stroke_mask(height, width))[:, :, None]
     turned = tf.image.rot90(image, tf.random.uniform([], 0, 4, dtype=tf.int32)) if height == width else image
     shifted = tf.roll(turned, shift=tf.random.uniform([2], 0, max(height, width), dtype=tf.int32), axis=[0, 1])
     flat_tone = tf.random.uniform([1, 1, channels]) + tf.random.normal([height, width, channels], stddev=0.03)
@@ -313,6 +309,39 @@ def add_synthetic_defects(image, *, probability: float = 0.5, max_coverage: floa
     opacity = tf.random.uniform([], 0.5, 1.0) * mask
     damaged = tf.clip_by_value(image * (1.0 - opacity) + fill * opacity, 0.0, 1.0)
     return tf.where(tf.random.uniform([]) < probability, damaged, image)
+
+
+def _blob_mask(height: int, width: int, *, max_coverage: float):
+    """H×W float mask in [0, 1]: one or two smooth blobs covering 0.3 %–max_coverage of the image."""
+    import tensorflow as tf
+
+    cells = tf.random.uniform([], 3, 9, dtype=tf.int32)
+    coarse = tf.random.uniform(tf.stack([1, cells, cells, 1]))
+    field = tf.image.resize(coarse, [height, width], method="bicubic")[0, :, :, 0]
+    coverage = tf.random.uniform([], 0.003, max_coverage)
+    descending = tf.sort(tf.reshape(field, [-1]), direction="DESCENDING")
+    cutoff = descending[tf.cast(coverage * height * width, tf.int32)]
+    return tf.clip_by_value((field - cutoff) / 0.02, 0.0, 1.0)  # 0.02: a soft edge a pixel or two wide
+
+
+def _stroke_mask(height: int, width: int):
+    """H×W float mask in [0, 1]: a quadratic Bézier curve 1–3 px wide, 10–50 % of the image's side long."""
+    import tensorflow as tf
+
+    side = float(max(height, width))
+    points = max(16, int(side) // 2)  # about a pixel apart along the longest stroke, so it has no gaps
+    start = tf.random.uniform([2], 0.0, 1.0) * [float(height), float(width)]
+    angle = tf.random.uniform([], 0.0, 2.0 * np.pi)
+    length = tf.random.uniform([], 0.1, 0.5) * side
+    end = start + length * tf.stack([tf.sin(angle), tf.cos(angle)])
+    control = (start + end) / 2.0 + tf.random.normal([2], stddev=0.25) * length  # bends the stroke
+    t = tf.linspace(0.0, 1.0, points)[:, None]
+    curve = (1 - t) ** 2 * start + 2 * (1 - t) * t * control + t ** 2 * end  # points × (row, col)
+    rows, cols = tf.meshgrid(tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32), indexing="ij")
+    distance = tf.reduce_min(tf.sqrt((rows[:, :, None] - curve[:, 0]) ** 2 + (cols[:, :, None] - curve[:, 1]) ** 2),
+                             axis=-1)
+    half_width = tf.random.uniform([], 0.5, 1.5)
+    return tf.clip_by_value(half_width + 0.5 - distance, 0.0, 1.0)
 
 
 def training_datasets(
