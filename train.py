@@ -44,8 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--noise", action="store_true", help="denoising training: the input gets random bright "
                         "lines and gaussian noise (σ 0.1), the target stays clean")
     parser.add_argument("--synthetic-defects", action="store_true", help="defect-removal training: half the "
-                        "inputs get random painted blobs (foreign texture or a flat tone), the target stays clean, "
-                        "so defects show up in the residual map instead of being copied")
+                        "inputs get a random painted blob or stroke (foreign texture or a flat tone), the target "
+                        "stays clean, so defects show up in the residual map instead of being copied")
     parser.add_argument("--params", help="hyperparameter JSON for the model (e.g. a study's best params for "
                         "myCAE_optuna; default: models/myCAE_optuna.json)")
     parser.add_argument("--distribute", choices=DISTRIBUTE_CHOICES, default=defaults.distribute,

@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--noise", action="store_true", help="denoising training (noisy input, clean target)")
     parser.add_argument("--synthetic-defects", action="store_true", help="defect-removal training (random blobs "
                         "painted on the input, clean target)")
+    parser.add_argument("--params", metavar="FILE", help="hyperparameter JSON for myCAE_optuna (default: "
+                        "models/myCAE_optuna.json)")
     parser.add_argument("--runs-dir", help="keep the run folders here (default: a temporary folder, deleted)")
     parser.add_argument("--out", help="JSON file for the rows (default: benchmarks/results/quality_<dataset>.json)")
     args = parser.parse_args(argv)
@@ -71,7 +73,7 @@ def recipe_of(args: argparse.Namespace) -> dict:
     """Everything besides model, size and epochs that decides what is trained and how it is judged."""
     return {"loss": args.loss, "color": args.color, "batch_size": args.batch_size, "seed": args.seed,
             "augment": args.augment, "noise": args.noise, "synthetic_defects": args.synthetic_defects,
-            "decision": "calibrated"}
+            "params": args.params, "decision": "calibrated"}
 
 
 def reproducing_command(args: argparse.Namespace, model: str) -> str:
@@ -83,6 +85,7 @@ def reproducing_command(args: argparse.Namespace, model: str) -> str:
     words += ["--augment"] if args.augment else []
     words += ["--noise"] if args.noise else []
     words += ["--synthetic-defects"] if args.synthetic_defects else []
+    words += ["--params", args.params] if args.params else []
     return shlex.join(words)
 
 
@@ -99,7 +102,8 @@ def benchmark_model(args: argparse.Namespace, model: str, data: Path, runs_dir: 
 
     config = TrainConfig(data=str(data), model=model, size=args.size, epochs=args.epochs, color=args.color,
                          loss=args.loss, batch_size=args.batch_size, seed=args.seed, out=str(runs_dir),
-                         augment=args.augment, noise=args.noise, synthetic_defects=args.synthetic_defects)
+                         augment=args.augment, noise=args.noise, synthetic_defects=args.synthetic_defects,
+                         params=args.params if model == "myCAE_optuna" else None)
     started = time.perf_counter()
     run_dir = train(config)
     train_seconds = time.perf_counter() - started

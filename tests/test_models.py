@@ -151,6 +151,15 @@ def test_my_cae_optuna_default_file_is_shipped_with_128_filters():
     assert set(_conv_widths(autoencoder)) == {128}
 
 
+def test_shipped_shallow_params_build_a_three_level_model_with_an_eighth_of_the_pixels_as_code():
+    from models.my_cae import DEFAULT_PARAMS_PATH
+
+    shallow_path = DEFAULT_PARAMS_PATH.with_name("myCAE_shallow.json")
+    autoencoder, encoder = models.build("myCAE_optuna", (128, 128, 1), params_path=shallow_path)
+    assert encoder.output_shape == (None, 16, 16, 8)  # 2048 numbers for 16384 pixels
+    assert autoencoder.output_shape == (None, 128, 128, 1)
+
+
 def test_my_cae_optuna_missing_or_bad_params_file_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="params file not found.*missing.json"):
         models.build("myCAE_optuna", SMALL_SHAPE, params_path=tmp_path / "missing.json")
