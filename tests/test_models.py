@@ -153,11 +153,24 @@ def test_my_cae_optuna_default_file_is_shipped_with_128_filters():
 
 def test_shipped_shallow_params_build_a_three_level_model_with_an_eighth_of_the_pixels_as_code():
     from models.my_cae import DEFAULT_PARAMS_PATH
+    from utils.training import TrainConfig, builder_hparams
 
     shallow_path = DEFAULT_PARAMS_PATH.with_name("myCAE_shallow.json")
-    autoencoder, encoder = models.build("myCAE_optuna", (128, 128, 1), params_path=shallow_path)
+    # As train.py --model myCAE_optuna --params builds it: the file's values must not mix with the shipped default's.
+    hparams = builder_hparams(TrainConfig(model="myCAE_optuna", params=str(shallow_path)))
+    autoencoder, encoder = models.build("myCAE_optuna", (128, 128, 1), **hparams)
     assert encoder.output_shape == (None, 16, 16, 8)  # 2048 numbers for 16384 pixels
-    assert autoencoder.output_shape == (None, 128, 128, 1)
+    assert set(_conv_widths(autoencoder)) == {32}
+
+
+def test_a_partial_params_file_takes_my_cae_defaults_for_the_rest_when_training(tmp_path):
+    from utils.training import TrainConfig, builder_hparams
+
+    params_path = tmp_path / "partial.json"
+    params_path.write_text(json.dumps({"levels": 3}))
+    hparams = builder_hparams(TrainConfig(model="myCAE_optuna", params=str(params_path)))
+    autoencoder, _ = models.build("myCAE_optuna", (64, 64, 1), **hparams)
+    assert set(_conv_widths(autoencoder)) == {32}  # myCAE's default, not the 128 of models/myCAE_optuna.json
 
 
 def test_my_cae_optuna_missing_or_bad_params_file_is_a_clear_error(tmp_path):

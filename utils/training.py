@@ -73,14 +73,16 @@ def builder_hparams(config: TrainConfig) -> dict:
     """Keyword arguments for models.build, resolved so config.json can rebuild the model on its own.
 
     For myCAE_optuna the params file is read now and its values recorded: a later study may overwrite the file.
+    Keys the file leaves out take myCAE's defaults, as `build_my_cae_optuna(params_path=...)` does, never the
+    values of the shipped default file.
     """
     if config.model != "myCAE_optuna":
         if config.params is not None:
             raise ValueError(f"--params is for myCAE_optuna; {config.model} takes no params file")
         return dict(config.hparams)
-    from models.my_cae import load_params
+    from models.my_cae import load_params, my_cae_defaults
 
-    return {**load_params(config.params), **config.hparams}
+    return {**my_cae_defaults(), **load_params(config.params), **config.hparams}
 
 
 def make_strategy(name: str):
