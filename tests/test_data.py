@@ -126,20 +126,44 @@ def test_synthetic_defects_paint_small_blobs_and_keep_the_rest():
     np.testing.assert_array_equal(untouched, image.numpy())
 
 
-def test_defect_removal_training_damages_inputs_only(tmp_path):
+def test_defect_removal_training_damages_inputs_only_and_repeatably(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(0)  # as training does
     rng = np.random.default_rng(0)
     files = []
     for index in range(5):  # textured, so that every painted defect changes pixels whatever fills it
         files.append(tmp_path / f"{index}.png")
         cv2.imwrite(str(files[-1]), (40 + 50 * index + rng.integers(-10, 11, (32, 32))).astype(np.uint8))
     clean = {round(float(data.load_image(path, size=32, color_mode="grayscale").mean()), 4) for path in files[:4]}
-    train, validation = data.training_datasets(files[:4], files[4:], size=32, color_mode="grayscale",
-                                               batch_size=4, seed=0, defects=True)
+
+    def epochs(seed: int, count: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
+        train, _ = data.training_datasets(files[:4], files[4:], size=32, color_mode="grayscale", batch_size=4,
+                                          seed=seed, defects=True)
+        return [(inputs.numpy(), targets.numpy()) for _ in range(count) for inputs, targets in train]
+
+    first = epochs(0)
     damaged_images = 0
-    for _ in range(5):  # each image is damaged with probability 1/2: 20 draws make none or all vanishingly rare
-        inputs, targets = next(iter(train))
-        assert {round(float(mean), 4) for mean in targets.numpy().reshape(4, -1).mean(axis=1)} == clean
-        damaged_images += int((np.abs(inputs.numpy() - targets.numpy()).reshape(4, -1).max(axis=1) > 0.01).sum())
-    assert 0 < damaged_images < 20
+    for inputs, targets in first:
+        assert {round(float(mean), 4) for mean in targets.reshape(4, -1).mean(axis=1)} == clean
+        damaged_images += int((np.abs(inputs - targets).reshape(4, -1).max(axis=1) > 0.01).sum())
+    assert 0 < damaged_images < 20  # each image is damaged with probability 1/2
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(first, epochs(0)))  # the same seed repeats the draws
+    _, validation = data.training_datasets(files[:4], files[4:], size=32, color_mode="grayscale", batch_size=4,
+                                           seed=0, defects=True)
     (inputs, targets), = list(validation)
     np.testing.assert_array_equal(inputs.numpy(), targets.numpy())
+
+
+def test_synthetic_defects_are_drawn_anew_every_epoch(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(0)  # as training does; stateful random ops would then repeat every epoch
+    texture = np.random.default_rng(1).integers(0, 256, (32, 32)).astype(np.uint8)
+    files = [tmp_path / f"{index}.png" for index in range(5)]
+    for path in files:  # identical images, so that shuffling alone cannot make two epochs differ
+        cv2.imwrite(str(path), texture)
+    train, _ = data.training_datasets(files[:4], files[4:], size=32, color_mode="grayscale", batch_size=4,
+                                      seed=0, defects=True, noise=True)
+    first_epoch, second_epoch = ([inputs.numpy() for inputs, _ in train] for _ in range(2))
+    assert not np.array_equal(np.concatenate(first_epoch), np.concatenate(second_epoch))

@@ -260,33 +260,46 @@ def make_augmenter(seed: int):
     )
 
 
-def add_denoising_noise(image, *, max_lines: int = 3, sigma: float = 0.1):
+def random_seeds(seed, count: int):
+    """`count` independent stateless-RNG seeds (count × 2 int64) from one: `seed` is a shape-[2] integer tensor,
+    or None for a fresh random one. Stateless ops make a draw depend on its seed alone, so a training pipeline that
+    hands every element its own seed is repeatable however its map runs in parallel."""
+    import tensorflow as tf
+
+    if seed is None:
+        seed = tf.random.uniform([2], 0, 2**31 - 1, dtype=tf.int64)
+    return tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=count)
+
+
+def add_denoising_noise(image, *, max_lines: int = 3, sigma: float = 0.1, seed=None):
     """The denoising input: 1–`max_lines` random bright line segments plus gaussian noise σ = `sigma`.
 
     `image` is an H×W×C float tensor in [0, 1]; the result is clipped to [0, 1]. The target stays the clean image,
-    so the autoencoder learns to remove thin bright artefacts (as scratches look) rather than copy them.
+    so the autoencoder learns to remove thin bright artefacts (as scratches look) rather than copy them. `seed`: a
+    shape-[2] integer tensor for a repeatable draw (see `random_seeds`), or None.
     """
     import tensorflow as tf
 
+    seeds = random_seeds(seed, 6)
     height, width = image.shape[0], image.shape[1]
     rows, cols = tf.meshgrid(tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32), indexing="ij")
     per_line = [max_lines, 1, 1]  # broadcast one value per line over the pixel grid
-    start_x = tf.random.uniform(per_line, 0.0, float(width))
-    start_y = tf.random.uniform(per_line, 0.0, float(height))
-    angle = tf.random.uniform(per_line, 0.0, np.pi)
-    length = tf.random.uniform(per_line, 0.2, 0.6) * float(max(height, width))
+    start_x = tf.random.stateless_uniform(per_line, seeds[0], 0.0, float(width))
+    start_y = tf.random.stateless_uniform(per_line, seeds[1], 0.0, float(height))
+    angle = tf.random.stateless_uniform(per_line, seeds[2], 0.0, np.pi)
+    length = tf.random.stateless_uniform(per_line, seeds[3], 0.2, 0.6) * float(max(height, width))
     offset_x, offset_y = cols[None] - start_x, rows[None] - start_y
     along = tf.clip_by_value(offset_x * tf.cos(angle) + offset_y * tf.sin(angle), 0.0, length)
     distance = tf.sqrt((offset_x - along * tf.cos(angle)) ** 2 + (offset_y - along * tf.sin(angle)) ** 2)
-    line_count = tf.random.uniform([], 1, max_lines + 1, dtype=tf.int32)
+    line_count = tf.random.stateless_uniform([], seeds[4], 1, max_lines + 1, dtype=tf.int32)
     active = tf.range(max_lines) < line_count
     on_line = tf.reduce_any((distance < 1.0) & tf.reshape(active, per_line), axis=0)[:, :, None]
     noisy = tf.where(on_line, tf.ones_like(image), image)
-    noisy = noisy + tf.random.normal(tf.shape(image), stddev=sigma)
+    noisy = noisy + tf.random.stateless_normal(tf.shape(image), seeds[5], stddev=sigma)
     return tf.clip_by_value(noisy, 0.0, 1.0)
 
 
-def add_synthetic_defects(image, *, probability: float = 0.5, max_coverage: float = 0.04):
+def add_synthetic_defects(image, *, probability: float = 0.5, max_coverage: float = 0.04, seed=None):
     """The defect-removal input: with `probability`, a random blob or stroke painted over the image.
 
     `image` is an H×W×C float tensor in [0, 1]. Half the defects are blobs: the top 0.3 %–`max_coverage` of a
@@ -296,51 +309,59 @@ def add_synthetic_defects(image, *, probability: float = 0.5, max_coverage: floa
     random tone plus a little noise (a stain, rust, a dark crack, missing material). The target stays the clean
     image, so the autoencoder learns to paint defects out instead of copying them, and the residual map lights up
     where they are (after DRAEM's reconstructive training, Zavrtanik et al., ICCV 2021, without its texture set).
+    `seed`: a shape-[2] integer tensor for a repeatable draw (see `random_seeds`), or None.
     """
     import tensorflow as tf
 
+    seeds = random_seeds(seed, 10)
     height, width, channels = image.shape
-    mask = tf.where(tf.random.uniform([]) < 0.5, _blob_mask(height, width, max_coverage=max_coverage),
-                    _stroke_mask(height, width))[:, :, None]
-    turned = tf.image.rot90(image, tf.random.uniform([], 0, 4, dtype=tf.int32)) if height == width else image
-    shifted = tf.roll(turned, shift=tf.random.uniform([2], 0, max(height, width), dtype=tf.int32), axis=[0, 1])
-    flat_tone = tf.random.uniform([1, 1, channels]) + tf.random.normal([height, width, channels], stddev=0.03)
-    fill = tf.where(tf.random.uniform([]) < 0.5, shifted, flat_tone)
-    opacity = tf.random.uniform([], 0.5, 1.0) * mask
+    is_blob = tf.random.stateless_uniform([], seeds[0]) < 0.5
+    mask = tf.where(is_blob, _blob_mask(height, width, max_coverage=max_coverage, seed=seeds[1]),
+                    _stroke_mask(height, width, seed=seeds[2]))[:, :, None]
+    turns = tf.random.stateless_uniform([], seeds[3], 0, 4, dtype=tf.int32)
+    turned = tf.image.rot90(image, turns) if height == width else image
+    shift = tf.random.stateless_uniform([2], seeds[4], 0, max(height, width), dtype=tf.int32)
+    shifted = tf.roll(turned, shift=shift, axis=[0, 1])
+    flat_tone = (tf.random.stateless_uniform([1, 1, channels], seeds[5])
+                 + tf.random.stateless_normal([height, width, channels], seeds[6], stddev=0.03))
+    fill = tf.where(tf.random.stateless_uniform([], seeds[7]) < 0.5, shifted, flat_tone)
+    opacity = tf.random.stateless_uniform([], seeds[8], 0.5, 1.0) * mask
     damaged = tf.clip_by_value(image * (1.0 - opacity) + fill * opacity, 0.0, 1.0)
-    return tf.where(tf.random.uniform([]) < probability, damaged, image)
+    return tf.where(tf.random.stateless_uniform([], seeds[9]) < probability, damaged, image)
 
 
-def _blob_mask(height: int, width: int, *, max_coverage: float):
+def _blob_mask(height: int, width: int, *, max_coverage: float, seed):
     """H×W float mask in [0, 1]: one or two smooth blobs covering 0.3 %–max_coverage of the image."""
     import tensorflow as tf
 
-    cells = tf.random.uniform([], 3, 9, dtype=tf.int32)
-    coarse = tf.random.uniform(tf.stack([1, cells, cells, 1]))
+    seeds = random_seeds(seed, 3)
+    cells = tf.random.stateless_uniform([], seeds[0], 3, 9, dtype=tf.int32)
+    coarse = tf.random.stateless_uniform(tf.stack([1, cells, cells, 1]), seeds[1])
     field = tf.image.resize(coarse, [height, width], method="bicubic")[0, :, :, 0]
-    coverage = tf.random.uniform([], 0.003, max_coverage)
+    coverage = tf.random.stateless_uniform([], seeds[2], 0.003, max_coverage)
     descending = tf.sort(tf.reshape(field, [-1]), direction="DESCENDING")
     cutoff = descending[tf.cast(coverage * height * width, tf.int32)]
     return tf.clip_by_value((field - cutoff) / 0.02, 0.0, 1.0)  # 0.02: a soft edge a pixel or two wide
 
 
-def _stroke_mask(height: int, width: int):
+def _stroke_mask(height: int, width: int, *, seed):
     """H×W float mask in [0, 1]: a quadratic Bézier curve 1–3 px wide, 10–50 % of the image's side long."""
     import tensorflow as tf
 
+    seeds = random_seeds(seed, 5)
     side = float(max(height, width))
     points = max(16, int(side) // 2)  # about a pixel apart along the longest stroke, so it has no gaps
-    start = tf.random.uniform([2], 0.0, 1.0) * [float(height), float(width)]
-    angle = tf.random.uniform([], 0.0, 2.0 * np.pi)
-    length = tf.random.uniform([], 0.1, 0.5) * side
+    start = tf.random.stateless_uniform([2], seeds[0]) * [float(height), float(width)]
+    angle = tf.random.stateless_uniform([], seeds[1], 0.0, 2.0 * np.pi)
+    length = tf.random.stateless_uniform([], seeds[2], 0.1, 0.5) * side
     end = start + length * tf.stack([tf.sin(angle), tf.cos(angle)])
-    control = (start + end) / 2.0 + tf.random.normal([2], stddev=0.25) * length  # bends the stroke
+    control = (start + end) / 2.0 + tf.random.stateless_normal([2], seeds[3], stddev=0.25) * length  # the bend
     t = tf.linspace(0.0, 1.0, points)[:, None]
     curve = (1 - t) ** 2 * start + 2 * (1 - t) * t * control + t ** 2 * end  # points × (row, col)
     rows, cols = tf.meshgrid(tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32), indexing="ij")
     distance = tf.reduce_min(tf.sqrt((rows[:, :, None] - curve[:, 0]) ** 2 + (cols[:, :, None] - curve[:, 1]) ** 2),
                              axis=-1)
-    half_width = tf.random.uniform([], 0.5, 1.5)
+    half_width = tf.random.stateless_uniform([], seeds[4], 0.5, 1.5)
     return tf.clip_by_value(half_width + 0.5 - distance, 0.0, 1.0)
 
 
@@ -375,7 +396,14 @@ def training_datasets(
             return tf.clip_by_value(augmenter(image, training=True), 0.0, 1.0)
 
         train = train.map(augment_image)
-    train = train.map(training_pair(noise=noise, defects=defects), num_parallel_calls=tf.data.AUTOTUNE)
+    if noise or defects:
+        # One seed per element, new every epoch but fixed by `seed`: stateful random ops in a map would repeat the
+        # same draws every epoch once Keras sets a global seed, and would depend on the map's parallel order.
+        element_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        train = tf.data.Dataset.zip(train, element_seeds)
+        train = train.map(training_pair(noise=noise, defects=defects), num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        train = train.map(_identity_pair)
     train = train.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     validation = image_dataset(validation_files, size=size, color_mode=color_mode, skipped=skipped).cache()
     validation = validation.map(to_unit_float).map(_identity_pair)
@@ -383,11 +411,12 @@ def training_datasets(
 
 
 def training_pair(*, noise: bool, defects: bool):
-    """image → (input, target): the target is always the clean image; the input may be damaged first."""
+    """(image, seed) → (input, target): the target is always the clean image; the input is damaged first."""
 
-    def make_pair(image):
-        damaged = add_synthetic_defects(image) if defects else image
-        return (add_denoising_noise(damaged) if noise else damaged), image
+    def make_pair(image, seed):
+        seeds = random_seeds(seed, 2)  # one for the defect, one for the noise
+        damaged = add_synthetic_defects(image, seed=seeds[0]) if defects else image
+        return (add_denoising_noise(damaged, seed=seeds[1]) if noise else damaged), image
 
     return make_pair
 
