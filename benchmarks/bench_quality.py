@@ -56,8 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--augment", action="store_true", help="train with random flips, rotations, brightness")
     parser.add_argument("--noise", action="store_true", help="denoising training (noisy input, clean target)")
-    parser.add_argument("--synthetic-defects", action="store_true", help="defect-removal training (random blobs "
-                        "painted on the input, clean target)")
+    parser.add_argument("--synthetic-defects", action="store_true", help="defect-removal training (a random blob "
+                        "or stroke painted on the input, clean target)")
     parser.add_argument("--params", metavar="FILE", help="hyperparameter JSON for myCAE_optuna (default: "
                         "models/myCAE_optuna.json)")
     parser.add_argument("--runs-dir", help="keep the run folders here (default: a temporary folder, deleted)")
