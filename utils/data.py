@@ -397,8 +397,8 @@ def training_datasets(
 
         train = train.map(augment_image)
     if noise or defects:
-        # One seed per element, new every epoch but fixed by `seed`: stateful random ops in a map would repeat the
-        # same draws every epoch once Keras sets a global seed, and would depend on the map's parallel order.
+        # One seed per element, new every epoch but fixed by `seed`: stateful random ops in a map can repeat the
+        # same draws epoch after epoch once Keras sets a global seed, and depend on the map's parallel order.
         element_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         train = tf.data.Dataset.zip(train, element_seeds)
         train = train.map(training_pair(noise=noise, defects=defects), num_parallel_calls=tf.data.AUTOTUNE)
