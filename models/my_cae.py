@@ -119,13 +119,17 @@ def build_my_cae_optuna(
     params_path defaults to models/myCAE_optuna.json. A missing or malformed file, or an unknown key in
     the file or in `overrides`, is an error naming the file and the valid keys.
     """
+    return _build("myCAE_optuna", input_shape, **resolve_params(params_path, **overrides))
+
+
+def resolve_params(params_path: str | Path | None = None, **overrides) -> dict:
+    """Every myCAE hyperparameter: myCAE's defaults, then the params file's values, then `overrides`."""
     unknown = sorted(set(overrides) - set(MY_CAE_HPARAMS))
     if unknown:
         raise ValueError(
             f"myCAE_optuna got unknown hyperparameters {unknown}; valid: params_path, {', '.join(MY_CAE_HPARAMS)}"
         )
-    params = {**my_cae_defaults(), **load_params(params_path), **overrides}
-    return _build("myCAE_optuna", input_shape, **params)
+    return {**my_cae_defaults(), **load_params(params_path), **overrides}
 
 
 def my_cae_defaults() -> dict:

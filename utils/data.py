@@ -314,10 +314,18 @@ def add_synthetic_defects(image, *, probability: float = 0.5, max_coverage: floa
     import tensorflow as tf
 
     seeds = random_seeds(seed, 10)
+    damage = tf.random.stateless_uniform([], seeds[9]) < probability
+    return tf.cond(damage, lambda: _paint_defect(image, seeds, max_coverage=max_coverage), lambda: image)
+
+
+def _paint_defect(image, seeds, *, max_coverage: float):
+    """`image` with one blob or stroke painted on, every random choice drawn from `seeds` (10 × 2)."""
+    import tensorflow as tf
+
     height, width, channels = image.shape
     is_blob = tf.random.stateless_uniform([], seeds[0]) < 0.5
-    mask = tf.where(is_blob, _blob_mask(height, width, max_coverage=max_coverage, seed=seeds[1]),
-                    _stroke_mask(height, width, seed=seeds[2]))[:, :, None]
+    mask = tf.cond(is_blob, lambda: _blob_mask(height, width, max_coverage=max_coverage, seed=seeds[1]),
+                   lambda: _stroke_mask(height, width, seed=seeds[2]))[:, :, None]
     turns = tf.random.stateless_uniform([], seeds[3], 0, 4, dtype=tf.int32)
     turned = tf.image.rot90(image, turns) if height == width else image
     shift = tf.random.stateless_uniform([2], seeds[4], 0, max(height, width), dtype=tf.int32)
@@ -326,8 +334,7 @@ def add_synthetic_defects(image, *, probability: float = 0.5, max_coverage: floa
                  + tf.random.stateless_normal([height, width, channels], seeds[6], stddev=0.03))
     fill = tf.where(tf.random.stateless_uniform([], seeds[7]) < 0.5, shifted, flat_tone)
     opacity = tf.random.stateless_uniform([], seeds[8], 0.5, 1.0) * mask
-    damaged = tf.clip_by_value(image * (1.0 - opacity) + fill * opacity, 0.0, 1.0)
-    return tf.where(tf.random.stateless_uniform([], seeds[9]) < probability, damaged, image)
+    return tf.clip_by_value(image * (1.0 - opacity) + fill * opacity, 0.0, 1.0)
 
 
 def _blob_mask(height: int, width: int, *, max_coverage: float, seed):

@@ -45,7 +45,7 @@ class TrainConfig:
     patience: int = 10  # epochs without a better val_loss before training stops
     augment: bool = False  # random flips, ±10° rotations, ±0.1 brightness
     noise: bool = False  # denoising training: noisy input (bright lines + σ 0.1 noise), clean target
-    synthetic_defects: bool = False  # defect-removal training: random blobs painted on half the inputs, clean target
+    synthetic_defects: bool = False  # defect-removal training: a blob or stroke painted on half the inputs
     distribute: str = "none"  # none | mirrored (all local GPUs) | multiworker (machines listed in TF_CONFIG)
     params: str | None = None  # hyperparameter JSON for the model (e.g. myCAE_optuna's tuned params)
     hparams: dict = field(default_factory=dict)  # extra builder keyword arguments, recorded in config.json
@@ -73,16 +73,15 @@ def builder_hparams(config: TrainConfig) -> dict:
     """Keyword arguments for models.build, resolved so config.json can rebuild the model on its own.
 
     For myCAE_optuna the params file is read now and its values recorded: a later study may overwrite the file.
-    Keys the file leaves out take myCAE's defaults, as `build_my_cae_optuna(params_path=...)` does, never the
-    values of the shipped default file.
+    Keys the file leaves out take myCAE's defaults, never the values of the shipped default file.
     """
     if config.model != "myCAE_optuna":
         if config.params is not None:
             raise ValueError(f"--params is for myCAE_optuna; {config.model} takes no params file")
         return dict(config.hparams)
-    from models.my_cae import load_params, my_cae_defaults
+    from models.my_cae import resolve_params
 
-    return {**my_cae_defaults(), **load_params(config.params), **config.hparams}
+    return resolve_params(config.params, **config.hparams)
 
 
 def make_strategy(name: str):

@@ -253,8 +253,9 @@ def run_study(config: TrainConfig, *, n_trials: int, study_name: str | None = No
     """Run (or resume) the study until it holds `n_trials` finished trials, then save and retrain its best.
 
     config: data, size, color, epochs (per trial), seed, out, validation_split, patience, augment and
-    synthetic_defects apply to every trial; model, loss, lr, batch_size and noise are chosen by the search. pruner: an optuna pruner
-    (default: `default_pruner()`). Returns a StudyOutcome; see the module docstring for the study folder.
+    synthetic_defects apply to every trial; model, loss, lr, batch_size and noise are chosen by the search.
+    pruner: an optuna pruner (default: `default_pruner()`). Returns a StudyOutcome; see the module docstring for
+    the study folder.
     """
     import optuna
 
