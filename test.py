@@ -47,7 +47,7 @@ def inspect_and_save(args: argparse.Namespace) -> tuple:
     import tensorflow as tf
 
     from utils.data import add_denoising_noise, decode_image
-    from utils.inspect import Inspector
+    from utils.inspector import Inspector
     from utils.plots import save_inspection_images
 
     image_path, name = pick_image(args)

@@ -86,7 +86,7 @@ def main() -> int:
     args = parse_args()
     import tensorflow as tf
 
-    from utils.inspect import Inspector
+    from utils.inspector import Inspector
 
     run = make_run(args)
     inspector = Inspector(run, batch_size=args.batch)

@@ -79,7 +79,7 @@ def test_shift_schedule_finds_the_running_shift_across_midnight():
 
 @pytest.fixture(scope="module")
 def inspector(tiny_run):
-    from utils.inspect import Inspector
+    from utils.inspector import Inspector
 
     return Inspector.from_run(tiny_run)
 

@@ -82,7 +82,7 @@ def finetune(maps: np.ndarray, labels: np.ndarray, *, size: int) -> dict:
 def calibrate(run: Run | str | Path, *, min_area: int | None = None, finetune_dir: str | Path | None = None,
               batch_size: int = 8) -> dict:
     """Calibrate a run and write its calibration.json; returns what was written."""
-    from utils.inspect import SSIM_SIGMA, SSIM_WINDOW, Inspector
+    from utils.inspector import SSIM_SIGMA, SSIM_WINDOW, Inspector
 
     run = run if isinstance(run, Run) else load_run(run)
     inspector = Inspector(run, decision="seed", batch_size=batch_size)  # the seed rule needs no calibration

@@ -423,7 +423,7 @@ def dataset_name(data: str | Path) -> str:
 
 def build_inspectors(model: str | Path | None, rules: tuple[str, ...], *, batch_size: int, runs_dir) -> dict:
     """One Inspector per rule, all sharing one loaded run; only the first one ever runs the network."""
-    from utils.inspect import Inspector
+    from utils.inspector import Inspector
     from utils.run import load_run
 
     run = load_run(model, runs_dir=runs_dir)

@@ -210,7 +210,7 @@ def wants_images(images: str, verdict: str) -> bool:
 class InspectionLine:
     """Runs a source through an Inspector into the journal and, if given, the MQTT publisher.
 
-    `inspector` follows utils.inspect.Inspector (``inspect(images) -> results``, ``model_name``). `clock`
+    `inspector` follows utils.inspector.Inspector (``inspect(images) -> results``, ``model_name``). `clock`
     returns aware datetimes; inject one to test shifts and rates without waiting.
     """
 
@@ -333,7 +333,7 @@ def run_line(*, source: str, model: str | None = None, mqtt: MqttSettings | None
     schedule = ShiftSchedule.parse(shifts)
     stop = threading.Event()
     events = open_source(source, stop=stop, poll_interval_s=poll_interval_s)
-    from utils.inspect import Inspector  # here, not at import: it loads TensorFlow
+    from utils.inspector import Inspector  # here, not at import: it loads TensorFlow
 
     inspector = Inspector.from_run(model, decision=decision)
     journal_path = Path(journal) if journal else default_journal_path(mqtt.topic_prefix if mqtt else "aivision/line1")

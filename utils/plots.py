@@ -229,7 +229,7 @@ def save_inspection_images(result, folder: str | Path, *, code: np.ndarray | Non
                            noisy: np.ndarray | None = None, title: str = "") -> list[Path]:
     """Everything test.py shows about one inspected image, one PNG per view plus panel.png with all of them.
 
-    `result` is a utils.inspect.InspectionResult; `code` the encoder output for the image; `noisy` the
+    `result` is a utils.inspector.InspectionResult; `code` the encoder output for the image; `noisy` the
     denoising-style noisy input (only for runs trained with --noise).
     """
     folder = Path(folder)

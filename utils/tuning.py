@@ -431,7 +431,7 @@ def tuning_auroc(autoencoder, encoder, context: StudyContext) -> float:
     """Image AUROC on the tuning split through the Inspector, scored as the calibrated rule scores."""
     from utils.blobs import blob_score
     from utils.calibration import default_min_area
-    from utils.inspect import Inspector
+    from utils.inspector import Inspector
     from utils.metrics import image_auroc
 
     config = context.config

@@ -15,7 +15,7 @@ from utils.data import decode_image, find_test_items
 
 @pytest.fixture(scope="module")
 def inspector(tiny_run):
-    from utils.inspect import Inspector
+    from utils.inspector import Inspector
 
     return Inspector.from_run(tiny_run, batch_size=3)
 
@@ -77,7 +77,7 @@ def test_any_size_and_rgb_input_is_accepted(inspector):
 
 
 def test_seed_decision_is_the_seed_rule_on_the_same_map(tiny_run, tiny_demo):
-    from utils.inspect import Inspector
+    from utils.inspector import Inspector
 
     seed_inspector = Inspector.from_run(tiny_run, decision="seed")
     image = decode_image(find_test_items(tiny_demo)[-1].path)
