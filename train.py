@@ -2,6 +2,8 @@
 
     python train.py                                   # myCAE on the built-in demo set, 100 epochs max
     python train.py --data path/to/mvtec_like --model mvtecCAE --size 128 --epochs 50
+    python train.py --config recipe.yaml --seed 1     # options from a YAML/JSON recipe, flags override it
+    python train.py --config saved_models/<run>/config.json   # repeat a run's recipe exactly
     python train.py --resume saved_models/<run>       # continue a run from its last checkpoint
     python train.py --optuna 30 --epochs 20 --size 128   # tune myCAE into myCAE_optuna; rerun to resume
 """
@@ -14,45 +16,12 @@ import sys
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from utils.training import DISTRIBUTE_CHOICES, TrainConfig
+    from utils.config import add_options
 
-    defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", help="dataset root: MVTec AD layout (train/good, test/<defect>, ground_truth/) "
-                        "or a plain folder of defect-free images; default: the built-in demo set (data/demo)")
-    parser.add_argument("--model", default=defaults.model, help="architecture: mvtecCAE, baselineCAE, inceptionCAE, "
-                        "resnetCAE, skipCAE, myCAE, myCAE_optuna (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, help="maximum epochs; early stopping on validation loss usually "
-                        f"ends sooner (default: {defaults.epochs}; with --resume: the run's own)")
-    parser.add_argument("--size", type=int, default=defaults.size, help="images are resized (stretched, aspect "
-                        "ratio not kept) to SIZE×SIZE (default: %(default)s)")
-    parser.add_argument("--color", choices=("grayscale", "rgb"), default=defaults.color, help="colour mode "
-                        "(default: %(default)s)")
-    parser.add_argument("--loss", choices=("ssim", "mssim", "l2", "ssim_l1"), default=defaults.loss,
-                        help="training loss; mssim needs --size ≥ 176 (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per batch and device "
-                        "(default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed for weights, shuffling and "
-                        "the validation split (default: %(default)s)")
-    parser.add_argument("--out", default=defaults.out, help="folder for run folders (default: %(default)s)")
-    parser.add_argument("--validation-split", type=float, default=defaults.validation_split, help="fraction of "
-                        "good images held out for early stopping and calibration (default: %(default)s)")
-    parser.add_argument("--patience", type=int, default=defaults.patience, help="stop after this many epochs "
-                        "without a better validation loss; the best weights are kept (default: %(default)s)")
-    parser.add_argument("--augment", action="store_true", help="random flips, ±10° rotations and brightness")
-    parser.add_argument("--noise", action="store_true", help="denoising training: the input gets random bright "
-                        "lines and gaussian noise (σ 0.1), the target stays clean")
-    parser.add_argument("--synthetic-defects", action="store_true", help="defect-removal training: half the "
-                        "inputs get a random painted blob or stroke (foreign texture or a flat tone), the target "
-                        "stays clean, so defects show up in the residual map instead of being copied")
-    parser.add_argument("--params", help="hyperparameter JSON for the model (e.g. a study's best params for "
-                        "myCAE_optuna; default: models/myCAE_optuna.json)")
-    parser.add_argument("--distribute", choices=DISTRIBUTE_CHOICES, default=defaults.distribute,
-                        help="none: one device; mirrored: all local GPUs; multiworker: the machines in TF_CONFIG "
-                        "(default: %(default)s)")
+    add_options(parser)
     parser.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint with its own "
-                        "config; --epochs, if given, sets the new total")
+                        "options; --epochs, if given, sets the new total")
     calibration = parser.add_argument_group("calibration (runs automatically after training)")
     calibration.add_argument("--calibrate", metavar="RUN", help="redo RUN's calibration without training")
     calibration.add_argument("--min-area", type=int, help="minimum defect blob area in pixels at model size "
@@ -93,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     from utils import training
+    from utils.config import given_options, make_config
 
     try:
         if args.calibrate:
@@ -108,14 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.optuna is not None and args.resume:
             raise ValueError("--resume continues a run; to resume a study, rerun --optuna N with its --study NAME")
         elif args.resume:
-            run_dir = training.resume(args.resume, epochs=args.epochs)
+            if "config" in args or set(given_options(args)) - {"epochs"}:
+                raise ValueError("--resume continues a run with its own options; only --epochs may be given")
+            run_dir = training.resume(args.resume, epochs=given_options(args).get("epochs"))
         else:
-            config = training.TrainConfig(
-                data=args.data, model=args.model, epochs=args.epochs or training.TrainConfig.epochs, size=args.size, color=args.color,
-                loss=args.loss, batch_size=args.batch_size, lr=args.lr, seed=args.seed, out=args.out,
-                validation_split=args.validation_split, patience=args.patience, augment=args.augment,
-                noise=args.noise, synthetic_defects=args.synthetic_defects, distribute=args.distribute,
-                params=args.params)
+            config = make_config(getattr(args, "config", None), given_options(args))
             run_dir = run_optuna(args, config) if args.optuna is not None else training.train(config)
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -17,9 +17,9 @@ be benchmarked one at a time. Run folders go to a temporary folder deleted at th
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
-import shlex
 import shutil
 import sys
 import tempfile
@@ -38,30 +38,26 @@ TABLE_COLUMNS = (("image AUROC", "image_auroc"), ("pixel AUROC", "pixel_auroc"),
                  ("box IoU", "iou_bbox_mean"), ("bal. acc.", "balanced_accuracy"), ("train s", "train_seconds"))
 
 
+BENCH_DEFAULTS = {"size": 128, "epochs": 30}  # smaller than train.py's: seven models must fit in an afternoon
+NOT_BENCH_OPTIONS = ("model", "out", "distribute")  # --models, --runs-dir; one device
+
+
+def bench_defaults():
+    from utils.config import TrainConfig
+
+    return TrainConfig(**BENCH_DEFAULTS)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     import models
+    from utils.config import add_options
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(models.MODELS), metavar="NAME",
                         help=f"models to benchmark (default: all seven: {' '.join(models.MODELS)})")
-    parser.add_argument("--data", help="MVTec-layout set with train/good and test/ (default: the demo set)")
-    parser.add_argument("--size", type=int, default=128, help="image size in pixels (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=30, help="maximum epochs per model (default: %(default)s)")
-    parser.add_argument("--loss", choices=("ssim", "mssim", "l2", "ssim_l1"), default="ssim",
-                        help="training loss (default: %(default)s)")
-    parser.add_argument("--color", choices=("grayscale", "rgb"), default="grayscale",
-                        help="colour mode (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=8, help="training and evaluation batch size "
-                        "(default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    parser.add_argument("--augment", action="store_true", help="train with random flips, rotations, brightness")
-    parser.add_argument("--noise", action="store_true", help="denoising training (noisy input, clean target)")
-    parser.add_argument("--synthetic-defects", action="store_true", help="defect-removal training (a random blob "
-                        "or stroke painted on the input, clean target)")
-    parser.add_argument("--params", metavar="FILE", help="hyperparameter JSON for myCAE_optuna (default: "
-                        "models/myCAE_optuna.json)")
     parser.add_argument("--runs-dir", help="keep the run folders here (default: a temporary folder, deleted)")
     parser.add_argument("--out", help="JSON file for the rows (default: benchmarks/results/quality_<dataset>.json)")
+    add_options(parser, defaults=bench_defaults(), exclude=NOT_BENCH_OPTIONS)
     args = parser.parse_args(argv)
     unknown = [name for name in args.models if name not in models.MODELS]
     if unknown:
@@ -69,50 +65,54 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def recipe_of(args: argparse.Namespace) -> dict:
+def bench_config(args: argparse.Namespace):
+    """The training options of this benchmark: its defaults, then --config FILE, then the flags given."""
+    from utils.config import given_options, make_config
+
+    return make_config(getattr(args, "config", None), given_options(args), defaults=bench_defaults())
+
+
+def recipe_of(config) -> dict:
     """Everything besides model, size and epochs that decides what is trained and how it is judged."""
-    return {"loss": args.loss, "color": args.color, "batch_size": args.batch_size, "seed": args.seed,
-            "augment": args.augment, "noise": args.noise, "synthetic_defects": args.synthetic_defects,
-            "params": args.params, "decision": "calibrated"}
+    import dataclasses
+
+    skipped = (*NOT_BENCH_OPTIONS, "data", "size", "epochs")
+    recipe = {key: value for key, value in dataclasses.asdict(config).items() if key not in skipped}
+    return {**recipe, "decision": "calibrated"}
 
 
-def reproducing_command(args: argparse.Namespace, model: str) -> str:
+def reproducing_command(config, model: str) -> str:
     """The command line that trains and evaluates this one model with this recipe again."""
-    words = ["python", "benchmarks/bench_quality.py", "--models", model, "--size", str(args.size),
-             "--epochs", str(args.epochs), "--loss", args.loss, "--color", args.color,
-             "--batch-size", str(args.batch_size), "--seed", str(args.seed)]
-    words += ["--data", args.data] if args.data else []
-    words += ["--augment"] if args.augment else []
-    words += ["--noise"] if args.noise else []
-    words += ["--synthetic-defects"] if args.synthetic_defects else []
-    words += ["--params", args.params] if args.params else []
-    return shlex.join(words)
+    from utils.config import command_line
+
+    return command_line(config, program=("benchmarks/bench_quality.py", "--models", model),
+                        exclude=NOT_BENCH_OPTIONS, defaults=bench_defaults())
 
 
-def data_root(args: argparse.Namespace) -> Path:
+def data_root(data: str | None) -> Path:
     from utils.synthetic import ensure_demo_set
 
-    return Path(args.data) if args.data else ensure_demo_set(PROJECT_ROOT / "data" / "demo")
+    return Path(data) if data else ensure_demo_set(PROJECT_ROOT / "data" / "demo")
 
 
-def benchmark_model(args: argparse.Namespace, model: str, data: Path, runs_dir: Path) -> dict:
-    """Train `model`, evaluate it on the test images of `data`, return its row."""
+def benchmark_model(config, model: str, runs_dir: Path) -> dict:
+    """Train `model` with the benchmark's options, evaluate it on the test images of its data, return its row."""
+    import dataclasses
+
     from utils.evaluation import evaluate
-    from utils.training import TrainConfig, train
+    from utils.training import train
 
-    config = TrainConfig(data=str(data), model=model, size=args.size, epochs=args.epochs, color=args.color,
-                         loss=args.loss, batch_size=args.batch_size, seed=args.seed, out=str(runs_dir),
-                         augment=args.augment, noise=args.noise, synthetic_defects=args.synthetic_defects,
-                         params=args.params if model == "myCAE_optuna" else None)
+    config = dataclasses.replace(config, model=model, out=str(runs_dir),
+                                 params=config.params if model == "myCAE_optuna" else None)
     started = time.perf_counter()
     run_dir = train(config)
     train_seconds = time.perf_counter() - started
-    report = evaluate(run_dir, data, decision="calibrated", batch_size=args.batch_size)
+    report = evaluate(run_dir, config.data, decision="calibrated", batch_size=config.batch_size)
     metrics = report.evaluations["calibrated"].metrics
-    row = {"model": model, "recipe": recipe_of(args), "size": args.size, "epochs": args.epochs,
+    row = {"model": model, "recipe": recipe_of(config), "size": config.size, "epochs": config.epochs,
            **{key: metrics[key] for key in ("image_auroc", "pixel_auroc", "aupro", "iou_bbox_mean",
                                             "balanced_accuracy")},
-           "train_seconds": round(train_seconds, 1), "command": reproducing_command(args, model)}
+           "train_seconds": round(train_seconds, 1), "command": reproducing_command(config, model)}
     return {key: row[key] for key in ROW_KEYS}
 
 
@@ -121,7 +121,7 @@ def merged_rows(path: Path, new_rows: list[dict]) -> list[dict]:
     from utils.run import read_json
 
     def identity(row: dict) -> tuple:
-        return row["model"], row["size"], row["epochs"], tuple(sorted(row["recipe"].items()))
+        return row["model"], row["size"], row["epochs"], json.dumps(row["recipe"], sort_keys=True)
 
     replaced = {identity(row) for row in new_rows}
     old_rows = read_json(path) if path.is_file() else []
@@ -138,15 +138,15 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_benchmark(args: argparse.Namespace, data: Path) -> tuple[list[dict], list[str]]:
+def run_benchmark(args: argparse.Namespace, config) -> tuple[list[dict], list[str]]:
     """Benchmark every model in args.models; a model that fails is reported and the others still run."""
     runs_dir = Path(args.runs_dir) if args.runs_dir else Path(tempfile.mkdtemp(prefix="aivision-quality-"))
     rows, failures = [], []
     try:
         for model in args.models:
-            log.info("Training and evaluating %s (%d px, %d epochs)...", model, args.size, args.epochs)
+            log.info("Training and evaluating %s (%d px, %d epochs)...", model, config.size, config.epochs)
             try:
-                rows.append(benchmark_model(args, model, data, runs_dir))
+                rows.append(benchmark_model(config, model, runs_dir))
             except Exception as error:  # one model's failure must not lose the other models' rows
                 log.exception("%s failed", model)
                 failures.append(f"{model}: {error}")
@@ -163,8 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     from utils.evaluation import dataset_name
     from utils.run import write_json
 
-    data = data_root(args)
-    rows, failures = run_benchmark(args, data)
+    import dataclasses
+
+    config = bench_config(args)
+    data = data_root(config.data)
+    rows, failures = run_benchmark(args, dataclasses.replace(config, data=str(data)))
     out = Path(args.out) if args.out else PROJECT_ROOT / "benchmarks" / "results" / f"quality_{dataset_name(data)}.json"
     if rows:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Autoencoder registry: the model names users type, mapped to their builder functions.
+"""Model registry: the names users type, mapped to model specs (models/spec.py: builder, training, anomaly maps).
 
 Every builder has the signature `builder(input_shape, **hparams) -> (autoencoder, encoder)`: Keras
 functional models, uncompiled, input (height, width, channels) with channels 1 or 3 and values in
@@ -7,7 +7,7 @@ shares the autoencoder's layers and maps an input to its latent code.
 """
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from models.baseline_cae import build_baseline_cae
 from models.inception_cae import build_inception_cae
@@ -15,16 +15,24 @@ from models.my_cae import build_my_cae, build_my_cae_optuna
 from models.mvtec_cae import build_mvtec_cae
 from models.resnet_cae import build_resnet_cae
 from models.skip_cae import build_skip_cae
+from models.spec import ModelSpec
 
-MODELS: dict[str, Callable] = {
-    "mvtecCAE": build_mvtec_cae,
-    "baselineCAE": build_baseline_cae,
-    "inceptionCAE": build_inception_cae,
-    "resnetCAE": build_resnet_cae,
-    "skipCAE": build_skip_cae,
-    "myCAE": build_my_cae,
-    "myCAE_optuna": build_my_cae_optuna,
+MODELS: dict[str, ModelSpec] = {
+    "mvtecCAE": ModelSpec(build_mvtec_cae),
+    "baselineCAE": ModelSpec(build_baseline_cae),
+    "inceptionCAE": ModelSpec(build_inception_cae),
+    "resnetCAE": ModelSpec(build_resnet_cae),
+    "skipCAE": ModelSpec(build_skip_cae),
+    "myCAE": ModelSpec(build_my_cae),
+    "myCAE_optuna": ModelSpec(build_my_cae_optuna),
 }
+
+
+def spec(name: str) -> ModelSpec:
+    """The registry entry of model `name`; ValueError listing the valid names."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}")
+    return MODELS[name]
 
 
 def build(name: str, input_shape: Sequence[int], **hparams):
@@ -33,9 +41,7 @@ def build(name: str, input_shape: Sequence[int], **hparams):
     Returns (autoencoder, encoder). Raises ValueError for an unknown name, an unknown hyperparameter,
     a bad hyperparameter value, or a size the architecture cannot take; each message lists what is valid.
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}")
-    builder = MODELS[name]
+    builder = spec(name).builder
     valid = hparam_names(name)
     unknown = sorted(set(hparams) - set(valid))
     if unknown:
@@ -45,9 +51,8 @@ def build(name: str, input_shape: Sequence[int], **hparams):
 
 def hparam_names(name: str) -> tuple[str, ...]:
     """The keyword hyperparameters that model `name` accepts."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}")
+    builder = spec(name).builder
     if name == "myCAE_optuna":  # params_path plus any myCAE hyperparameter as an override
         return ("params_path", *hparam_names("myCAE"))
-    parameters = inspect.signature(MODELS[name]).parameters.values()
+    parameters = inspect.signature(builder).parameters.values()
     return tuple(parameter.name for parameter in parameters if parameter.kind is inspect.Parameter.KEYWORD_ONLY)

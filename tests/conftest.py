@@ -27,7 +27,8 @@ def tiny_demo(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tiny_demo, tmp_path_factory) -> Path:
     """myCAE trained for 2 epochs at 32 px on the tiny demo set: a complete run folder."""
-    from utils.training import TrainConfig, train
+    from utils.config import TrainConfig
+    from utils.training import train
 
     out = tmp_path_factory.mktemp("runs")
     return train(TrainConfig(data=str(tiny_demo), model="myCAE", size=TINY_SIZE, epochs=2, batch_size=4, out=str(out)))

@@ -61,9 +61,9 @@ def test_batch_inspection_equals_one_by_one(tiny_demo, inspector):
     for image, batched in zip(images, together):
         alone = inspector.inspect([image])[0]
         assert alone.verdict == batched.verdict
-        np.testing.assert_allclose(alone.residual_map, batched.residual_map, atol=1e-5)
+        np.testing.assert_allclose(alone.anomaly_map, batched.anomaly_map, atol=1e-5)
         assert alone.score == pytest.approx(batched.score, abs=1e-4)
-        assert batched.residual_map.shape == (TINY_SIZE, TINY_SIZE) and batched.input.shape == (TINY_SIZE,
+        assert batched.anomaly_map.shape == (TINY_SIZE, TINY_SIZE) and batched.input.shape == (TINY_SIZE,
                                                                                                  TINY_SIZE, 1)
 
 
@@ -72,8 +72,8 @@ def test_any_size_and_rgb_input_is_accepted(inspector):
 
     rgb = (np.random.default_rng(0).random((50, 90, 3)) * 255).astype(np.uint8)
     result = inspector.inspect([rgb, cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)])
-    assert [r.residual_map.shape for r in result] == [(TINY_SIZE, TINY_SIZE)] * 2
-    np.testing.assert_allclose(result[0].residual_map, result[1].residual_map, atol=1e-5)  # RGB → grayscale
+    assert [r.anomaly_map.shape for r in result] == [(TINY_SIZE, TINY_SIZE)] * 2
+    np.testing.assert_allclose(result[0].anomaly_map, result[1].anomaly_map, atol=1e-5)  # RGB → grayscale
 
 
 def test_seed_decision_is_the_seed_rule_on_the_same_map(tiny_run, tiny_demo):
@@ -82,7 +82,7 @@ def test_seed_decision_is_the_seed_rule_on_the_same_map(tiny_run, tiny_demo):
     seed_inspector = Inspector.from_run(tiny_run, decision="seed")
     image = decode_image(find_test_items(tiny_demo)[-1].path)
     result = seed_inspector.inspect([image])[0]
-    expected = decide(result.residual_map, rule="seed")
+    expected = decide(result.anomaly_map, rule="seed")
     assert result.rule == "seed" and result.verdict == expected.verdict and result.score == expected.score
 
 

@@ -153,7 +153,8 @@ def test_my_cae_optuna_default_file_is_shipped_with_128_filters():
 
 def test_shipped_shallow_params_build_a_three_level_model_with_an_eighth_of_the_pixels_as_code():
     from models.my_cae import DEFAULT_PARAMS_PATH
-    from utils.training import TrainConfig, builder_hparams
+    from utils.config import TrainConfig
+    from utils.training import builder_hparams
 
     shallow_path = DEFAULT_PARAMS_PATH.with_name("myCAE_shallow.json")
     # As train.py --model myCAE_optuna --params builds it: the file's values must not mix with the shipped default's.
@@ -164,7 +165,8 @@ def test_shipped_shallow_params_build_a_three_level_model_with_an_eighth_of_the_
 
 
 def test_a_partial_params_file_takes_my_cae_defaults_for_the_rest_when_training(tmp_path):
-    from utils.training import TrainConfig, builder_hparams
+    from utils.config import TrainConfig
+    from utils.training import builder_hparams
 
     params_path = tmp_path / "partial.json"
     params_path.write_text(json.dumps({"levels": 3}))

@@ -24,7 +24,7 @@ def tiny_space():
 
 
 def tiny_config(data: Path, out: Path, **changes):
-    from utils.training import TrainConfig
+    from utils.config import TrainConfig
 
     return TrainConfig(**{"data": str(data), "size": TINY_SIZE, "epochs": 1, "out": str(out), **changes})
 
@@ -72,7 +72,7 @@ def test_best_trial_is_retrained_as_a_run_folder_pointing_to_its_params(first_st
     summary = json.loads((outcome.study_dir / "best_trial.json").read_text())
     config = json.loads((outcome.run_dir / "config.json").read_text())
     assert outcome.run_dir.parent == first_study.out and (outcome.run_dir / "model.keras").is_file()
-    assert config["model"] == "myCAE_optuna" and config["params_file"] == summary["params_file"]
+    assert config["model"] == "myCAE_optuna" and config["params"] == summary["params_file"]
     assert config["hparams"] == json.loads(outcome.best_params_path.read_text())
     assert config["loss"] == summary["training"]["loss"] and config["lr"] == summary["training"]["lr"]
     assert (outcome.run_dir / "calibration.json").is_file()

@@ -21,22 +21,21 @@ import numpy as np
 from tqdm import tqdm
 
 from utils import data as data_module
-from utils.blobs import blob_score, threshold_above
+from utils.blobs import SEED_MIN_AREA, blob_score, threshold_above  # SEED_MIN_AREA: the original 85 px at 256²
 from utils.run import CALIBRATION_FILE, Run, load_run, write_json
 
 log = logging.getLogger(__name__)
 
-SEED_MIN_AREA_AT_256 = 85  # the original rule's min contour area at 256 × 256
 FINETUNE_AREA_FRACTIONS = np.geomspace(1e-4, 2e-2, 16)  # min areas searched, as fractions of the image area
 
 
 def default_min_area(size: int) -> int:
     """85 px at 256², scaled with the image area, at least 4 px."""
-    return max(4, round(SEED_MIN_AREA_AT_256 * (size / 256) ** 2))
+    return max(4, round(SEED_MIN_AREA * (size / 256) ** 2))
 
 
-def residual_maps_for_files(inspector, files: Sequence[Path], *, description: str) -> tuple[list, np.ndarray]:
-    """Residual maps of readable `files` through the Inspector; unreadable ones are skipped with a warning."""
+def anomaly_maps_for_files(inspector, files: Sequence[Path], *, description: str) -> tuple[list, np.ndarray]:
+    """Anomaly maps of readable `files` through the Inspector; unreadable ones are skipped with a warning."""
     kept, maps = [], []
     for start in tqdm(range(0, len(files), inspector.batch_size), desc=description, unit="batch", leave=False):
         images, chunk_files = [], []
@@ -47,7 +46,7 @@ def residual_maps_for_files(inspector, files: Sequence[Path], *, description: st
             except ValueError as error:
                 log.warning("Skipping: %s", error)
         if images:
-            maps.append(inspector.residuals(inspector.prepare(images))[1])
+            maps.append(inspector.reconstruct_and_map(inspector.prepare(images))[1])
             kept.extend(chunk_files)
     if not kept:
         raise ValueError(f"No readable image among the {len(files)} given for {description}.")
@@ -82,7 +81,7 @@ def finetune(maps: np.ndarray, labels: np.ndarray, *, size: int) -> dict:
 def calibrate(run: Run | str | Path, *, min_area: int | None = None, finetune_dir: str | Path | None = None,
               batch_size: int = 8) -> dict:
     """Calibrate a run and write its calibration.json; returns what was written."""
-    from utils.inspector import SSIM_SIGMA, SSIM_WINDOW, Inspector
+    from utils.inspector import Inspector
 
     run = run if isinstance(run, Run) else load_run(run)
     inspector = Inspector(run, decision="seed", batch_size=batch_size)  # the seed rule needs no calibration
@@ -91,13 +90,13 @@ def calibrate(run: Run | str | Path, *, min_area: int | None = None, finetune_di
     if not validation_files:
         raise ValueError(f"Run {str(run.path)!r} has no validation images to calibrate on "
                          "(trained with --validation-split 0?).")
-    used, maps = residual_maps_for_files(inspector, validation_files, description="calibrating")
+    used, maps = anomaly_maps_for_files(inspector, validation_files, description="calibrating")
     highest_score = max(blob_score(residual_map, min_area) for residual_map in maps)
     calibration = {
         "method": "validation",
         "threshold": threshold_above(highest_score),  # MVTec: lowest threshold flagging no validation image
         "min_area": min_area,
-        "residual": "ssim", "ssim_window": SSIM_WINDOW, "ssim_sigma": SSIM_SIGMA,
+        "anomaly_map": run.anomaly_map.name, **run.anomaly_map.settings,
         "validation_images": [str(path) for path in used],
         "validation_max_score": float(highest_score),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -113,7 +112,7 @@ def finetune_on(inspector, folder: Path) -> dict:
     """Fine-tune on the labelled images of `folder` (MVTec test layout: good/ and <defect>/ sub-folders)."""
     items = data_module.find_test_items(folder)
     labels_by_path = {item.path: item.is_defective for item in items}
-    used, maps = residual_maps_for_files(inspector, [item.path for item in items], description="fine-tuning")
+    used, maps = anomaly_maps_for_files(inspector, [item.path for item in items], description="fine-tuning")
     labels = np.array([labels_by_path[path] for path in used])
     if labels.all() or not labels.any():
         raise ValueError(f"--finetune needs both good and defective images; {str(folder)!r} has only one kind.")

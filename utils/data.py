@@ -1,9 +1,7 @@
-"""Images in, model-ready tensors out: file discovery, decoding, resizing and tf.data pipelines.
+"""Images in, model-ready tensors out: file discovery, decoding, colour modes and tf.data pipelines.
 
-Every image the tool touches goes through `prepare_image`: decode → grayscale or RGB → resize to
-size × size → float32 in [0, 1]. Resizing stretches: the aspect ratio is NOT kept, so a 600 × 150 tile
-becomes a square. Ground-truth masks go through the same geometric resize (nearest neighbour), so an image
-and its mask always stay aligned pixel for pixel at model resolution.
+Every image the tool touches is decoded here (`decode_image`: uint8, RGB order) and brought to the run's colour
+mode (`to_color_mode`); the run's preprocessing step (utils/preprocessing.py) then maps it to model inputs.
 
 Two layouts are understood:
 
@@ -162,67 +160,49 @@ def to_uint8_channels_last(image: np.ndarray, *, bgr: bool = False) -> np.ndarra
     return np.ascontiguousarray(image)
 
 
-def prepare_image(image: np.ndarray, *, size: int, color_mode: str) -> np.ndarray:
-    """Decoded image of any size → float32 size×size×C in [0, 1] (C = 1 for grayscale, 3 for RGB)."""
-    return prepare_image_uint8(image, size=size, color_mode=color_mode).astype(np.float32) / 255.0
-
-
-def prepare_image_uint8(image: np.ndarray, *, size: int, color_mode: str) -> np.ndarray:
-    """As `prepare_image`, kept in uint8 (for caching: a quarter of float32's memory)."""
+def to_color_mode(image: np.ndarray, color_mode: str) -> np.ndarray:
+    """Any decoded image → uint8 H×W×1 (grayscale) or H×W×3 (RGB), at its own size."""
     if color_mode not in COLOR_MODES:
         raise ValueError(f"color_mode must be one of {COLOR_MODES}; got {color_mode!r}")
-    if size < 8:
-        raise ValueError(f"size must be at least 8 px; got {size!r}")
     image = to_uint8_channels_last(image)
     if color_mode == "grayscale" and image.shape[2] == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[:, :, None]
-    elif color_mode == "rgb" and image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-    shrinking = image.shape[0] > size or image.shape[1] > size
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (size, size), interpolation=interpolation)
-    return resized.reshape(size, size, image.shape[2])
+        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[:, :, None]
+    if color_mode == "rgb" and image.shape[2] == 1:
+        return np.repeat(image, 3, axis=2)
+    return image
 
 
-def load_image(path: str | Path, *, size: int, color_mode: str) -> np.ndarray:
-    """Read, convert and resize one image file: float32 size×size×C in [0, 1]."""
-    return prepare_image(decode_image(path), size=size, color_mode=color_mode)
-
-
-def load_mask(path: str | Path | None, *, size: int) -> np.ndarray:
-    """Ground-truth mask resized with nearest neighbour to size×size bool; None → all False (a good image)."""
-    if path is None:
-        return np.zeros((size, size), dtype=bool)
-    mask = decode_image(path)[:, :, 0]
-    return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST) > 127
+def decode_mask(path: str | Path | None) -> np.ndarray | None:
+    """A ground-truth mask file → bool H×W at its own size (non-zero above 127 = defective); None stays None."""
+    return None if path is None else decode_image(path)[:, :, 0] > 127
 
 
 # ---------------------------------------------------------------- tf.data pipelines
 
 
-def image_dataset(files: Sequence[Path], *, size: int, color_mode: str, skipped: set[str]):
-    """Stream `files` from disk as uint8 size×size×C tensors, in order.
+def image_dataset(files: Sequence[Path], *, preprocessing, skipped: set[str]):
+    """Stream `files` from disk as uint8 model-input tensors (``preprocessing.to_model_uint8``), in order.
 
     A file that cannot be decoded is skipped with a warning naming it and added to `skipped`, so the caller can
     report how many were lost; the pipeline goes on.
     """
     import tensorflow as tf
 
-    channels = 1 if color_mode == "grayscale" else 3
+    shape = preprocessing.input_shape
 
     def load(path_tensor):
         path = path_tensor.numpy().decode()
         try:
-            return prepare_image_uint8(decode_image(path), size=size, color_mode=color_mode), True
+            return preprocessing.to_model_uint8(decode_image(path)), True
         except ValueError as error:
             if path not in skipped:
                 log.warning("Skipping: %s", error)
                 skipped.add(path)
-            return np.zeros((size, size, channels), np.uint8), False
+            return np.zeros(shape, np.uint8), False
 
     def load_in_graph(path):
         image, readable = tf.py_function(load, [path], [tf.uint8, tf.bool])
-        image.set_shape((size, size, channels))
+        image.set_shape(shape)
         readable.set_shape(())
         return image, readable
 
@@ -315,11 +295,13 @@ def add_synthetic_defects(image, *, probability: float = 0.5, max_coverage: floa
 
     seeds = random_seeds(seed, 10)
     damage = tf.random.stateless_uniform([], seeds[9]) < probability
-    return tf.cond(damage, lambda: _paint_defect(image, seeds, max_coverage=max_coverage), lambda: image)
+    untouched = tf.zeros(tf.concat([tf.shape(image)[:2], [1]], axis=0), image.dtype)
+    return tf.cond(damage, lambda: _paint_defect(image, seeds, max_coverage=max_coverage),
+                   lambda: (image, untouched))
 
 
 def _paint_defect(image, seeds, *, max_coverage: float):
-    """`image` with one blob or stroke painted on, every random choice drawn from `seeds` (10 × 2)."""
+    """(`image` with one blob or stroke painted on, its H×W×1 mask), every random choice drawn from `seeds`."""
     import tensorflow as tf
 
     height, width, channels = image.shape
@@ -334,7 +316,7 @@ def _paint_defect(image, seeds, *, max_coverage: float):
                  + tf.random.stateless_normal([height, width, channels], seeds[6], stddev=0.03))
     fill = tf.where(tf.random.stateless_uniform([], seeds[7]) < 0.5, shifted, flat_tone)
     opacity = tf.random.stateless_uniform([], seeds[8], 0.5, 1.0) * mask
-    return tf.clip_by_value(image * (1.0 - opacity) + fill * opacity, 0.0, 1.0)
+    return tf.clip_by_value(image * (1.0 - opacity) + fill * opacity, 0.0, 1.0), mask
 
 
 def _blob_mask(height: int, width: int, *, max_coverage: float, seed):
@@ -376,25 +358,28 @@ def training_datasets(
     train_files: Sequence[Path],
     validation_files: Sequence[Path],
     *,
-    size: int,
-    color_mode: str,
+    preprocessing,
     batch_size: int,
     seed: int,
     augment: bool = False,
     noise: bool = False,
     defects: bool = False,
     skipped: set[str] | None = None,
+    fit_example=None,
 ):
-    """(train, validation) tf.data datasets of (input, target) batches for autoencoder training.
+    """(train, validation) tf.data datasets of batches for training, as ``fit_example`` shapes them.
 
-    Decoded, resized images are cached in memory as uint8 after the first epoch; shuffling, augmentation,
-    denoising noise and synthetic defects are applied after the cache so they differ every epoch. Validation is
-    always clean.
+    Each element is first (input, clean target, defect mask H×W×1 in [0, 1]); ``fit_example(inputs, targets,
+    masks)`` (a model spec's; default: (input, target), an autoencoder's pair) turns a batch into what the model
+    fits. Decoded, preprocessed images are cached in memory as uint8 after the first epoch; shuffling,
+    augmentation, denoising noise and synthetic defects are applied after the cache so they differ every epoch.
+    Validation is always clean.
     """
     import tensorflow as tf
 
+    fit_example = fit_example or _input_and_target
     skipped = set() if skipped is None else skipped
-    train = image_dataset(train_files, size=size, color_mode=color_mode, skipped=skipped).cache()
+    train = image_dataset(train_files, preprocessing=preprocessing, skipped=skipped).cache()
     train = train.shuffle(max(1, len(train_files)), seed=seed, reshuffle_each_iteration=True).map(to_unit_float)
     if augment:
         augmenter = make_augmenter(seed)
@@ -403,30 +388,38 @@ def training_datasets(
             return tf.clip_by_value(augmenter(image, training=True), 0.0, 1.0)
 
         train = train.map(augment_image)
-    if noise or defects:
-        # One seed per element, new every epoch but fixed by `seed`: stateful random ops in a map can repeat the
-        # same draws epoch after epoch once Keras sets a global seed, and depend on the map's parallel order.
-        element_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        train = tf.data.Dataset.zip(train, element_seeds)
-        train = train.map(training_pair(noise=noise, defects=defects), num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        train = train.map(_identity_pair)
-    train = train.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    validation = image_dataset(validation_files, size=size, color_mode=color_mode, skipped=skipped).cache()
-    validation = validation.map(to_unit_float).map(_identity_pair)
-    return train, validation.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    # One seed per element, new every epoch but fixed by `seed`: stateful random ops in a map can repeat the
+    # same draws epoch after epoch once Keras sets a global seed, and depend on the map's parallel order.
+    element_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    train = tf.data.Dataset.zip(train, element_seeds)
+    train = train.map(training_triple(noise=noise, defects=defects), num_parallel_calls=tf.data.AUTOTUNE)
+    train = train.batch(batch_size).map(fit_example).prefetch(tf.data.AUTOTUNE)
+    validation = image_dataset(validation_files, preprocessing=preprocessing, skipped=skipped).cache()
+    validation = validation.map(to_unit_float).map(_clean_triple)
+    return train, validation.batch(batch_size).map(fit_example).prefetch(tf.data.AUTOTUNE)
 
 
-def training_pair(*, noise: bool, defects: bool):
-    """(image, seed) → (input, target): the target is always the clean image; the input is damaged first."""
+def training_triple(*, noise: bool, defects: bool):
+    """(image, seed) → (input, target, mask): the target is the clean image; the input is damaged first, and the
+    mask says where a synthetic defect was painted (all zeros without one)."""
+    import tensorflow as tf
 
-    def make_pair(image, seed):
+    def make_triple(image, seed):
         seeds = random_seeds(seed, 2)  # one for the defect, one for the noise
-        damaged = add_synthetic_defects(image, seed=seeds[0]) if defects else image
-        return (add_denoising_noise(damaged, seed=seeds[1]) if noise else damaged), image
+        if defects:
+            damaged, mask = add_synthetic_defects(image, seed=seeds[0])
+        else:
+            damaged, mask = image, tf.zeros_like(image[:, :, :1])
+        return (add_denoising_noise(damaged, seed=seeds[1]) if noise else damaged), image, mask
 
-    return make_pair
+    return make_triple
 
 
-def _identity_pair(image):
-    return image, image
+def _clean_triple(image):
+    import tensorflow as tf
+
+    return image, image, tf.zeros_like(image[:, :, :1])
+
+
+def _input_and_target(inputs, targets, masks):
+    return inputs, targets

@@ -4,9 +4,10 @@
     results = inspector.inspect([image, ...])                  # decoded arrays of any size
     results[0].verdict, results[0].score, results[0].blobs
 
-Per batch, reconstruction and SSIM residual map run as one compiled TensorFlow graph; thresholding and connected
-components then run per image on the CPU (OpenCV). Everything is at model resolution (size × size): boxes, masks
-and maps refer to the resized image.
+Images are prepared by the run's preprocessing step (utils/preprocessing.py). Per batch, the model's forward pass
+and its anomaly map (the one its spec and config.json name, utils/anomaly_maps.py) run as one compiled TensorFlow
+graph; the Inspector does not know which map it is. Thresholding and connected components then run per image on
+the CPU (OpenCV). Everything is at model resolution: boxes, masks and maps refer to the prepared image.
 """
 from __future__ import annotations
 
@@ -19,11 +20,8 @@ from typing import Sequence
 import numpy as np
 
 from utils import blobs as blobs_module
-from utils import data as data_module
-from utils.run import Run, load_run
-
-SSIM_WINDOW = 11
-SSIM_SIGMA = 1.5
+from utils.anomaly_maps import reconstruction_of
+from utils.run import DEFAULT_RUNS_DIR, Run, load_run
 
 
 @dataclass
@@ -38,15 +36,11 @@ class InspectionResult:
     blobs: list = field(repr=False)  # utils.blobs.Blob, largest first
     input: np.ndarray = field(repr=False)  # H×W×C float32 in [0, 1]
     reconstruction: np.ndarray = field(repr=False)  # H×W×C float32
-    residual_map: np.ndarray = field(repr=False)  # H×W float32, 1 − SSIM
+    anomaly_map: np.ndarray = field(repr=False)  # H×W float32, the run's map (e.g. 1 − SSIM)
     defect_mask: np.ndarray = field(repr=False)  # H×W bool
     rule: str = "calibrated"
-
-    def summary(self) -> dict:
-        """The JSON-friendly part: verdict, score, threshold, areas and blob boxes."""
-        return {"verdict": self.verdict, "score": float(self.score), "threshold": float(self.threshold),
-                "max_blob_area": float(self.max_blob_area), "min_area": int(self.min_area),
-                "blobs": [{"area": int(blob.area), "bbox": [int(v) for v in blob.bbox]} for blob in self.blobs]}
+    map_name: str = "ssim"  # which anomaly map (utils/anomaly_maps.py)
+    display_range: tuple[float, float] = (0.0, 1.0)  # heat maps: low → black, high and above → full colour
 
 
 class Inspector:
@@ -66,12 +60,16 @@ class Inspector:
 
     @classmethod
     def from_run(cls, path: str | Path | None = None, *, decision: str = "calibrated", batch_size: int = 8,
-                 runs_dir: str | Path = "saved_models") -> "Inspector":
+                 runs_dir: str | Path = DEFAULT_RUNS_DIR) -> "Inspector":
         return cls(load_run(path, runs_dir=runs_dir), decision=decision, batch_size=batch_size)
 
     @property
     def model_name(self) -> str:
         return self.run.config["model"]
+
+    @property
+    def preprocessing(self):
+        return self.run.preprocessing
 
     @property
     def size(self) -> int:
@@ -84,26 +82,21 @@ class Inspector:
     def _compile_forward(self):
         import tensorflow as tf
 
-        from utils.residuals import ssim_residual_map
-
-        autoencoder = self.run.autoencoder
+        model, anomaly_map = self.run.autoencoder, self.run.anomaly_map
 
         @tf.function(reduce_retracing=True)
         def forward(batch):
-            reconstructions = autoencoder(batch, training=False)
-            maps = ssim_residual_map(batch, reconstructions, data_range=1.0, window_size=SSIM_WINDOW,
-                                     sigma=SSIM_SIGMA)
-            return reconstructions, maps
+            outputs = model(batch, training=False)
+            return reconstruction_of(outputs), anomaly_map.compute(batch, outputs)
 
         return forward
 
     def prepare(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """Decoded images of any size → N×size×size×C float32 batch in [0, 1]."""
-        return np.stack([data_module.prepare_image(image, size=self.size, color_mode=self.color_mode)
-                         for image in images])
+        """Decoded images of any size → N×H×W×C float32 model-input batch in [0, 1] (the run's preprocessing)."""
+        return np.stack([self.preprocessing.to_model(image) for image in images])
 
-    def residuals(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(reconstructions N×H×W×C, residual maps N×H×W) for a prepared batch, in chunks of batch_size."""
+    def reconstruct_and_map(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(reconstructions N×H×W×C, anomaly maps N×H×W) for a prepared batch, in chunks of batch_size."""
         reconstructions, maps = [], []
         for start in range(0, len(batch), self.batch_size):
             chunk_reconstructions, chunk_maps = self._forward(batch[start:start + self.batch_size])
@@ -123,16 +116,18 @@ class Inspector:
         if len(images) == 0:
             return []
         batch = self.prepare(images)
-        reconstructions, maps = self.residuals(batch)
+        reconstructions, maps = self.reconstruct_and_map(batch)
         # OpenCV and NumPy release the GIL, so the per-image decisions use every core, as the forward pass did.
         decisions = list(self._decision_pool.map(self.decide, maps)) if len(maps) > 1 else [self.decide(maps[0])]
         results = []
-        for image, reconstruction, residual_map, decision in zip(batch, reconstructions, maps, decisions):
+        anomaly_map = self.run.anomaly_map
+        for image, reconstruction, map_values, decision in zip(batch, reconstructions, maps, decisions):
             results.append(InspectionResult(
                 verdict=decision.verdict, score=float(decision.score), threshold=float(decision.threshold),
                 min_area=int(decision.min_area), max_blob_area=float(decision.max_blob_area), blobs=decision.blobs,
-                input=image, reconstruction=reconstruction, residual_map=residual_map,
-                defect_mask=decision.defect_mask, rule=decision.rule))
+                input=image, reconstruction=reconstruction, anomaly_map=map_values,
+                defect_mask=decision.defect_mask, rule=decision.rule, map_name=anomaly_map.name,
+                display_range=anomaly_map.display_range))
         return results
 
     def encode(self, batch: np.ndarray) -> np.ndarray:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Callable
 
+from utils.anomaly_maps import SSIM_WINDOW
+
 LOSS_NAMES = ("ssim", "mssim", "l2", "ssim_l1")
-SSIM_WINDOW = 11
 MSSIM_MIN_SIZE = SSIM_WINDOW * 2**4  # five scales: four halvings must leave the window room
 L1_WEIGHT = 1.0
 

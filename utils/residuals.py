@@ -11,6 +11,8 @@ import numbers
 
 import tensorflow as tf
 
+from utils.anomaly_maps import SSIM_SIGMA, SSIM_WINDOW
+
 # Local variances are E[x²] − E[x]², which cancels in float32 where the image is flat (errors up to 2e-4 in
 # 1 − SSIM, because C2 is only 9e-4). Centring the values on half the data range before taking moments (variances
 # are shift-invariant) keeps float32 within 4e-5 of scikit-image at a quarter of float64's cost.
@@ -22,8 +24,8 @@ def ssim_residual_map(
     reconstructions,
     *,
     data_range: float,
-    window_size: int = 11,
-    sigma: float = 1.5,
+    window_size: int = SSIM_WINDOW,
+    sigma: float = SSIM_SIGMA,
     k1: float = 0.01,
     k2: float = 0.03,
 ) -> tf.Tensor:

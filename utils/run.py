@@ -26,7 +26,11 @@ CALIBRATION_FILE = "calibration.json"
 
 @dataclass
 class Run:
-    """A loaded run: the two Keras models, config.json and calibration.json (None before calibration)."""
+    """A loaded run: the Keras models, config.json and calibration.json (None before calibration).
+
+    `autoencoder` is the model the spec built (its outputs go to the anomaly map); the spec, preprocessing step
+    and anomaly map are resolved from config.json.
+    """
 
     path: Path
     autoencoder: Any
@@ -35,12 +39,33 @@ class Run:
     calibration: dict | None
 
     @property
+    def spec(self):
+        import models
+
+        return models.spec(self.config["model"])
+
+    @property
+    def anomaly_map(self):
+        """The run's anomaly map (runs from before anomaly maps were choosable used 1 − SSIM)."""
+        return self.spec.anomaly_map(self.config.get("anomaly_map"), model=self.config["model"])
+
+    @property
+    def preprocessing(self):
+        from utils import preprocessing
+
+        record = self.config.get("preprocessing")
+        if record is None:  # runs from before the preprocessing step was recorded: they all stretched
+            record = {"mode": "stretch", "size": self.config["input_shape"][0],
+                      "color_mode": self.config.get("color_mode") or self.config.get("color", "grayscale")}
+        return preprocessing.from_record(record)
+
+    @property
     def size(self) -> int:
-        return int(self.config["input_shape"][0])
+        return self.preprocessing.size
 
     @property
     def color_mode(self) -> str:
-        return self.config["color_mode"]
+        return self.preprocessing.color_mode
 
 
 def safe_name(text: str) -> str:

@@ -1,7 +1,9 @@
-"""Training an autoencoder on defect-free images and writing its run folder.
+"""Training a model on defect-free images and writing its run folder: the one fit loop of the project.
 
-Read top to bottom: `TrainConfig` holds every choice with its default; `train` turns a config into a run folder;
-`resume` continues a run from its last checkpoint with the run's own config.
+Read top to bottom: `validate` checks a `TrainConfig` (utils/config.py) before any data is read; `fit_model` is
+the fit loop that train.py and every Optuna trial share (seed, model spec, datasets, checkpoints, history log,
+early stopping); `train` turns a config into a run folder; `resume` continues a run from its last checkpoint
+with the run's own options.
 """
 from __future__ import annotations
 
@@ -15,40 +17,18 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from utils import data as data_module
 from utils import run as run_module
+from utils.config import DISTRIBUTE_CHOICES, TrainConfig, options_of_run
 
 log = logging.getLogger(__name__)
 
-DISTRIBUTE_CHOICES = ("none", "mirrored", "multiworker")
 CHECKPOINT_DIR = "checkpoints"
 DEMO_DATA_ROOT = Path("data/demo")
-
-
-@dataclass
-class TrainConfig:
-    data: str | None = None  # dataset root (MVTec layout or plain folder); None → the built-in demo set
-    model: str = "myCAE"  # a key of models.MODELS
-    epochs: int = 100  # upper bound; early stopping usually ends training sooner
-    size: int = 256  # images are resized (stretched) to size × size
-    color: str = "grayscale"  # "grayscale" or "rgb"
-    loss: str = "ssim"  # ssim | mssim | l2 | ssim_l1 (see utils/losses.py)
-    batch_size: int = 8  # per device; the global batch is batch_size × devices
-    lr: float = 1e-3  # Adam learning rate
-    seed: int = 0  # seeds Python, numpy, TensorFlow and the validation split
-    out: str = "saved_models"  # where run folders are created
-    validation_split: float = 0.1  # fraction of good training images held out for early stopping and calibration
-    patience: int = 10  # epochs without a better val_loss before training stops
-    augment: bool = False  # random flips, ±10° rotations, ±0.1 brightness
-    noise: bool = False  # denoising training: noisy input (bright lines + σ 0.1 noise), clean target
-    synthetic_defects: bool = False  # defect-removal training: a blob or stroke painted on half the inputs
-    distribute: str = "none"  # none | mirrored (all local GPUs) | multiworker (machines listed in TF_CONFIG)
-    params: str | None = None  # hyperparameter JSON for the model (e.g. myCAE_optuna's tuned params)
-    hparams: dict = field(default_factory=dict)  # extra builder keyword arguments, recorded in config.json
 
 
 def validate(config: TrainConfig) -> None:
@@ -56,8 +36,8 @@ def validate(config: TrainConfig) -> None:
     import models
     from utils.losses import get_loss
 
-    if config.model not in models.MODELS:
-        raise ValueError(f"Unknown model {config.model!r}; choose one of {', '.join(sorted(models.MODELS))}")
+    spec = models.spec(config.model)
+    spec.anomaly_map(config.anomaly_map, model=config.model)
     if config.color not in data_module.COLOR_MODES:
         raise ValueError(f"--color must be one of {data_module.COLOR_MODES}; got {config.color!r}")
     if config.distribute not in DISTRIBUTE_CHOICES:
@@ -66,7 +46,15 @@ def validate(config: TrainConfig) -> None:
         if getattr(config, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive; got {getattr(config, name)!r}")
     get_loss(config.loss, size=config.size)
+    preprocessing_of(config)
     builder_hparams(config)  # a missing or malformed params file fails here, before any data is read
+
+
+def preprocessing_of(config: TrainConfig):
+    """The preprocessing step the options choose (recorded in config.json, used by every consumer)."""
+    from utils.preprocessing import Stretch
+
+    return Stretch(size=config.size, color_mode=config.color)
 
 
 def builder_hparams(config: TrainConfig) -> dict:
@@ -131,47 +119,33 @@ def resolve_data_root(config: TrainConfig) -> Path:
     return ensure_demo_set(DEMO_DATA_ROOT)
 
 
-def compile_autoencoder(autoencoder, config: TrainConfig) -> None:
-    import keras
-
-    from utils.losses import get_loss, ssim_metric
-
-    metrics = [keras.metrics.MeanMetricWrapper(ssim_metric, name="ssim"), keras.metrics.MeanAbsoluteError(name="mae")]
-    autoencoder.compile(optimizer=keras.optimizers.Adam(config.lr), loss=get_loss(config.loss), metrics=metrics)
-
-
-def training_callbacks(run_dir: Path, config: TrainConfig, extra: Sequence) -> list:
+def training_callbacks(run_dir: Path, config: TrainConfig, *, keep_checkpoint: bool = True) -> list:
     """Checkpoint every epoch (resumable), stop early on val_loss with the best weights, log history as we go."""
     import keras
 
     return [
-        keras.callbacks.BackupAndRestore(str(run_dir / CHECKPOINT_DIR), delete_checkpoint=False),
+        keras.callbacks.BackupAndRestore(str(run_dir / CHECKPOINT_DIR), delete_checkpoint=not keep_checkpoint),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
-        *extra,
     ]
 
 
-def make_run_config(config: TrainConfig, root: Path, input_shape: tuple, split: tuple[list, list]) -> dict:
-    """config.json: everything needed to rebuild the model and preprocess images like training did."""
+def make_run_config(config: TrainConfig, root: Path, split: tuple[list, list]) -> dict:
+    """config.json: every training option once (top level; hparams and anomaly map resolved), then what the run
+    adds: how to rebuild the model and preprocess images like training did, and how training went."""
+    import models
+
     train_files, validation_files = split
+    preprocessing = preprocessing_of(config)
+    anomaly_map = models.spec(config.model).anomaly_map(config.anomaly_map, model=config.model)
     return {
-        "model": config.model,
-        "hparams": builder_hparams(config),
-        "params_file": config.params,
-        "input_shape": list(input_shape),
-        "color_mode": config.color,
-        "train_config": dataclasses.asdict(config),
+        **dataclasses.asdict(config),
         "data": str(root),
+        "hparams": builder_hparams(config),
+        "anomaly_map": anomaly_map.name,
+        "input_shape": list(preprocessing.input_shape),
+        "preprocessing": preprocessing.record(),
         "dataset": root.resolve().name,
-        "loss": config.loss,
-        "epochs": config.epochs,
-        "batch_size": config.batch_size,
-        "lr": config.lr,
-        "seed": config.seed,
-        "noise": config.noise,
-        "synthetic_defects": config.synthetic_defects,
-        "augment": config.augment,
         "n_train_images": len(train_files),
         "validation_files": [str(path) for path in validation_files],
         "versions": versions(),
@@ -180,48 +154,75 @@ def make_run_config(config: TrainConfig, root: Path, input_shape: tuple, split: 
     }
 
 
-def fit_run(run_dir: Path, config: TrainConfig, run_config: dict, extra_callbacks: Sequence = ()) -> dict:
-    """Build, train and save the model into `run_dir`; returns the updated config.json content."""
+@dataclass
+class FitOutcome:
+    """What `fit_model` leaves: the trained (best-weights) models, this session's history, what was lost."""
+
+    model: object
+    encoder: object
+    history: dict
+    skipped: set
+    replicas: int
+    seconds: float
+
+
+def fit_model(config: TrainConfig, run_dir: Path, run_config: dict, *, callbacks: Sequence = (),
+              keep_checkpoint: bool = True, verbose: int | None = None) -> FitOutcome:
+    """The one fit loop: seed, build and compile through the model spec, stream the data, fit with checkpoints in
+    `run_dir`, its history log and early stopping (plus `callbacks`, e.g. an Optuna pruner)."""
     import keras
-    import tensorflow as tf
 
     import models
 
     keras.utils.set_random_seed(config.seed)
+    spec = models.spec(config.model)
     strategy = make_strategy(config.distribute)
     replicas = strategy.num_replicas_in_sync
-    root = Path(run_config["data"])
-    train_files = sorted(set(data_module.find_layout(root).train_files) - set(map(Path, run_config["validation_files"])))
+    validation_files = [Path(path) for path in run_config["validation_files"]]
+    train_files = sorted(set(data_module.find_layout(run_config["data"]).train_files) - set(validation_files))
     skipped: set[str] = set()
     train_data, validation_data = data_module.training_datasets(
-        train_files, [Path(p) for p in run_config["validation_files"]], size=config.size, color_mode=config.color,
-        batch_size=config.batch_size * replicas, seed=config.seed, augment=config.augment, noise=config.noise,
-        defects=config.synthetic_defects, skipped=skipped)
+        train_files, validation_files, preprocessing=preprocessing_of(config), batch_size=config.batch_size * replicas,
+        seed=config.seed, augment=config.augment, noise=config.noise, defects=config.synthetic_defects,
+        skipped=skipped, fit_example=spec.fit_example)
     if config.distribute != "none":
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        train_data, validation_data = train_data.with_options(options), validation_data.with_options(options)
+        train_data, validation_data = shard_by_data(train_data), shard_by_data(validation_data)
     with strategy.scope():
-        autoencoder, encoder = models.build(config.model, tuple(run_config["input_shape"]), **run_config["hparams"])
-        compile_autoencoder(autoencoder, config)
+        model, encoder = models.build(config.model, tuple(run_config["input_shape"]), **run_config["hparams"])
+        spec.compile(model, config)
     started = time.time()
     with warnings.catch_warnings():
         # Skipping unreadable files makes the epoch length unknown until the first epoch ends; Keras then warns
         # that the input "ran out of data", which is expected here and not a problem.
         warnings.filterwarnings("ignore", message="Your input ran out of data")
-        history = autoencoder.fit(train_data, validation_data=validation_data, epochs=config.epochs, shuffle=False,
-                                  callbacks=training_callbacks(run_dir, config, extra_callbacks),
-                                  verbose=1 if sys.stdout.isatty() else 2)
-    run_module.save_model(autoencoder, run_dir / run_module.MODEL_FILE)
-    run_module.save_model(encoder, run_dir / run_module.ENCODER_FILE)
-    merged = merge_history(run_dir, history.history)
-    run_config.update(status="trained", epochs=config.epochs, epochs_run=len(merged.get("loss", [])),
-                      replicas=replicas, distribute=config.distribute,
-                      wall_time_s=round(run_config.get("wall_time_s", 0.0) + time.time() - started, 1),
-                      skipped_files=sorted(skipped))
-    if skipped:
-        log.warning("Skipped %d unreadable image(s) during training (named above).", len(skipped))
-    save_plots(run_dir, autoencoder, merged)
+        history = model.fit(train_data, validation_data=validation_data, epochs=config.epochs, shuffle=False,
+                            callbacks=[*training_callbacks(run_dir, config, keep_checkpoint=keep_checkpoint),
+                                       *callbacks],
+                            verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose)
+    return FitOutcome(model, encoder, history.history, skipped, replicas, time.time() - started)
+
+
+def shard_by_data(dataset):
+    """Multi-device input: every replica gets different batches of the same files."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def fit_run(run_dir: Path, config: TrainConfig, run_config: dict, extra_callbacks: Sequence = ()) -> dict:
+    """Train and save the model into `run_dir`; returns the updated config.json content."""
+    outcome = fit_model(config, run_dir, run_config, callbacks=extra_callbacks)
+    run_module.save_model(outcome.model, run_dir / run_module.MODEL_FILE)
+    run_module.save_model(outcome.encoder, run_dir / run_module.ENCODER_FILE)
+    merged = merge_history(run_dir, outcome.history)
+    run_config.update(status="trained", epochs_run=len(merged.get("loss", [])), replicas=outcome.replicas,
+                      wall_time_s=round(run_config.get("wall_time_s", 0.0) + outcome.seconds, 1),
+                      skipped_files=sorted(outcome.skipped))
+    if outcome.skipped:
+        log.warning("Skipped %d unreadable image(s) during training (named above).", len(outcome.skipped))
+    save_plots(run_dir, outcome.model, merged)
     return run_config
 
 
@@ -259,10 +260,9 @@ def train(config: TrainConfig, *, extra_callbacks: Sequence = ()) -> Path:
     root = resolve_data_root(config)
     layout = data_module.find_layout(root)
     split = data_module.split_validation(layout.train_files, fraction=config.validation_split, seed=config.seed)
-    channels = 1 if config.color == "grayscale" else 3
     out = config.out if is_chief() else tempfile.mkdtemp(prefix="aivision-worker-")
     run_dir = run_module.new_run_dir(out, config.model, layout.name)
-    run_config = make_run_config(config, root, (config.size, config.size, channels), split)
+    run_config = make_run_config(config, root, split)
     run_module.write_json(run_dir / run_module.CONFIG_FILE, run_config)
     return finish_run(run_dir, config, run_config, extra_callbacks)
 
@@ -280,14 +280,13 @@ def finish_run(run_dir: Path, config: TrainConfig, run_config: dict, extra_callb
 
 
 def resume(run_path: str | Path, *, epochs: int | None = None) -> Path:
-    """Continue a run from its last checkpoint with its own config (optionally to a new total of `epochs`)."""
+    """Continue a run from its last checkpoint with its own options (optionally to a new total of `epochs`)."""
     run_dir = Path(run_path)
     config_path = run_dir / run_module.CONFIG_FILE
     if not config_path.is_file():
         raise ValueError(f"Cannot resume {str(run_dir)!r}: no {run_module.CONFIG_FILE} (not a run folder).")
     run_config = run_module.read_json(config_path)
-    config = TrainConfig(**run_config["train_config"])
+    config = TrainConfig(**options_of_run(run_config))
     if epochs is not None:
-        config.epochs = epochs
-    run_config["train_config"] = dataclasses.asdict(config)
+        config.epochs = run_config["epochs"] = epochs
     return finish_run(run_dir, config, run_config, ())

@@ -4,7 +4,8 @@
     outcome.best_params_path   # saved_models/optuna/<study>/best_params.json, the params myCAE_optuna builds from
     outcome.run_dir            # the best trial retrained as an ordinary run folder
 
-Each trial builds myCAE from sampled hyperparameters (`SearchSpace`), trains it in this process on the good
+Each trial builds myCAE from sampled hyperparameters (`SearchSpace`), trains it in this process (through
+utils.training.fit_model, train.py's own fit loop) on the good
 training images and is scored on the held-out validation images. The search covers the architecture (filters per
 level, levels, convolutions per level, kernel size, latent width, activation, batch norm) and the training
 (learning rate, batch size, loss, denoising).
@@ -37,6 +38,8 @@ The study folder, ``<out>/optuna/<study>/``:
                             the retrained run folder
     params/trial_NNNN.json  the params of each trial that has been best (a retrained run's config points here,
                             so a later, better trial never changes what an existing run was built from)
+    trials/trial_NNNN/      each trial's config.json and history.csv (it trains through the same fit loop as
+                            train.py, utils.training.fit_model; its checkpoints are removed when it ends)
     plots/                  optimization_history.png, param_importances.png, parallel_coordinate.png
 
 The best trial is retrained, not reused: trials keep no weights (a long study would fill the disk), and the
@@ -58,13 +61,14 @@ import numpy as np
 
 from utils import data as data_module
 from utils import run as run_module
-from utils.training import TrainConfig
+from utils.config import TrainConfig, command_line
 
 log = logging.getLogger(__name__)
 
 OBJECTIVES = ("val_loss", "auroc")
 STORAGE_FILE = "optuna.db"  # inside TrainConfig.out
 STUDIES_DIR = "optuna"  # study folders: <out>/optuna/<study>/
+TRIALS_DIR = "trials"  # <study folder>/trials/trial_NNNN/: each trial's config.json and history.csv
 FINISHED_STATES = ("COMPLETE", "PRUNED")  # the trials that count towards n_trials
 HEARTBEAT_INTERVAL_S = 60  # a running trial writes a heartbeat this often ...
 HEARTBEAT_GRACE_S = 180  # ... and is marked FAILED when its last one is older than this (its process died)
@@ -113,6 +117,7 @@ class StudyContext:
     validation_files: list
     tuning_images: list  # decoded labelled images for the auroc objective (empty for val_loss)
     tuning_labels: np.ndarray  # True = defective
+    study_dir: Path  # <out>/optuna/<study>/: trial folders, best params, plots
 
 
 # ---------------------------------------------------------------- checks and set-up
@@ -168,7 +173,8 @@ def check_tuning_data(tuning_data: str | Path, data_root: Path) -> list:
     return items
 
 
-def make_context(config: TrainConfig, *, objective: str, tuning_data: str | None, space: SearchSpace) -> StudyContext:
+def make_context(config: TrainConfig, *, objective: str, tuning_data: str | None, space: SearchSpace,
+                 study_name: str) -> StudyContext:
     """Find the data, split off the validation images (the same split a retrain uses) and load the tuning set."""
     from utils.training import resolve_data_root
 
@@ -184,7 +190,11 @@ def make_context(config: TrainConfig, *, objective: str, tuning_data: str | None
     return StudyContext(config=dataclasses.replace(config, data=str(root)), objective=objective, space=space,
                         max_levels=level_limit(config.size, space), train_files=train_files,
                         validation_files=validation_files, tuning_images=images,
-                        tuning_labels=np.array(labels, dtype=bool))
+                        tuning_labels=np.array(labels, dtype=bool), study_dir=study_folder(config, study_name))
+
+
+def study_folder(config: TrainConfig, study_name: str) -> Path:
+    return Path(config.out) / STUDIES_DIR / run_module.safe_name(study_name)
 
 
 def default_study_name(config: TrainConfig) -> str:
@@ -260,8 +270,8 @@ def run_study(config: TrainConfig, *, n_trials: int, study_name: str | None = No
     import optuna
 
     validate_study(config, n_trials=n_trials, objective=objective, tuning_data=tuning_data)
-    context = make_context(config, objective=objective, tuning_data=tuning_data, space=space)
     name = study_name or default_study_name(config)
+    context = make_context(config, objective=objective, tuning_data=tuning_data, space=space, study_name=name)
     storage_url = storage or default_storage(config)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our one line per trial replaces Optuna's
     study = open_study(name, storage_url, context=context, pruner=pruner)
@@ -354,21 +364,24 @@ class PruningReporter:
     Optuna's own Keras callback lives in a separate package; this is all that is needed here.
     """
 
-    def __init__(self, trial, autoencoder, *, maximize: bool):
-        self.trial, self.autoencoder, self.maximize = trial, autoencoder, maximize
+    def __init__(self, trial, *, maximize: bool):
+        self.trial, self.maximize = trial, maximize
         self.pruned_after_epoch: int | None = None
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        ssim = float((logs or {})["val_ssim"])
-        self.trial.report(ssim if self.maximize else 1.0 - ssim, step=epoch)
-        if self.trial.should_prune():
-            self.pruned_after_epoch = epoch + 1
-            self.autoencoder.stop_training = True
 
     def callback(self):
         import keras
 
-        return keras.callbacks.LambdaCallback(on_epoch_end=self.on_epoch_end)
+        reporter = self
+
+        class Report(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+                ssim = float((logs or {})["val_ssim"])
+                reporter.trial.report(ssim if reporter.maximize else 1.0 - ssim, step=epoch)
+                if reporter.trial.should_prune():
+                    reporter.pruned_after_epoch = epoch + 1
+                    self.model.stop_training = True
+
+        return Report()
 
 
 def run_trial(trial, context: StudyContext) -> float:
@@ -391,61 +404,53 @@ def run_trial(trial, context: StudyContext) -> float:
 
 
 def train_trial(trial, context: StudyContext) -> float:
-    """Train myCAE with the trial's choices; returns the objective value (raises TrialPruned when pruned)."""
-    import keras
+    """Train myCAE with the trial's choices through the one fit loop; returns the objective value (raises
+    TrialPruned when pruned). The trial's folder holds its config, history log and, while it trains, checkpoints."""
     import optuna
 
-    import models
-    from utils.training import compile_autoencoder
+    from utils.training import fit_model, make_run_config
 
-    config = context.config
     model_params, training = suggest(trial, context.space, context.max_levels)
-    trial_config = dataclasses.replace(config, model="myCAE", **training)
-    keras.utils.set_random_seed(config.seed)
-    channels = 1 if config.color == "grayscale" else 3
-    autoencoder, encoder = models.build("myCAE", (config.size, config.size, channels), **model_params)
-    compile_autoencoder(autoencoder, trial_config)
-    train_data, validation_data = data_module.training_datasets(
-        context.train_files, context.validation_files, size=config.size, color_mode=config.color,
-        batch_size=trial_config.batch_size, seed=config.seed, augment=config.augment, noise=trial_config.noise,
-        defects=config.synthetic_defects)
-    reporter = PruningReporter(trial, autoencoder, maximize=context.objective == "auroc")
-    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
-    with warnings.catch_warnings():
-        # Keras warns that the input "ran out of data" when the epoch length is unknown until the first epoch
-        # ends (unreadable files are skipped); expected, as in utils.training.
-        warnings.filterwarnings("ignore", message="Your input ran out of data")
-        history = autoencoder.fit(train_data, validation_data=validation_data, epochs=config.epochs, shuffle=False,
-                                  callbacks=[stopper, reporter.callback()], verbose=1 if sys.stdout.isatty() else 0)
-    ssim_losses = [1.0 - value for value in history.history["val_ssim"]]
+    trial_config = dataclasses.replace(context.config, model="myCAE", hparams=model_params, **training)
+    trial_dir = context.study_dir / TRIALS_DIR / f"trial_{trial.number:04d}"
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    run_config = make_run_config(trial_config, Path(trial_config.data),
+                                 (context.train_files, context.validation_files))
+    run_module.write_json(trial_dir / run_module.CONFIG_FILE, run_config)
+    reporter = PruningReporter(trial, maximize=context.objective == "auroc")
+    outcome = fit_model(trial_config, trial_dir, run_config, callbacks=[reporter.callback()], keep_checkpoint=False,
+                        verbose=1 if sys.stdout.isatty() else 0)
+    ssim_losses = [1.0 - value for value in outcome.history["val_ssim"]]
     trial.set_user_attr("epochs_run", len(ssim_losses))
     trial.set_user_attr("val_ssim_loss", float(min(ssim_losses)))
     if reporter.pruned_after_epoch is not None:
         raise optuna.TrialPruned(f"pruned after epoch {reporter.pruned_after_epoch}")
     if context.objective == "val_loss":
         return float(min(ssim_losses))
-    return tuning_auroc(autoencoder, encoder, context)
+    return tuning_auroc(outcome.model, trial_dir, context)
 
 
-def tuning_auroc(autoencoder, encoder, context: StudyContext) -> float:
-    """Image AUROC on the tuning split through the Inspector, scored as the calibrated rule scores."""
+def tuning_auroc(model, trial_dir: Path, context: StudyContext) -> float:
+    """Image AUROC on the tuning split through the Inspector, scored as the calibrated rule scores.
+
+    The trial's model is saved into its folder and loaded back like any run (load_run is the one way to an
+    Inspector), then deleted: trials keep no weights."""
     from utils.blobs import blob_score
     from utils.calibration import default_min_area
     from utils.inspector import Inspector
     from utils.metrics import image_auroc
 
-    config = context.config
-    channels = 1 if config.color == "grayscale" else 3
-    run = run_module.Run(path=Path(config.out), autoencoder=autoencoder, encoder=encoder, calibration=None,
-                         config={"model": "myCAE", "input_shape": [config.size, config.size, channels],
-                                 "color_mode": config.color})
-    # The seed rule needs no calibration; only the residual maps are used, and the score (the highest threshold
-    # at which a blob of the default min area survives) does not depend on a threshold.
-    inspector = Inspector(run, decision="seed", batch_size=config.batch_size)
-    maps = inspector.residuals(inspector.prepare(context.tuning_images))[1]
-    min_area = default_min_area(config.size)
-    scores = [blob_score(residual_map, min_area) for residual_map in maps]
-    return float(image_auroc(context.tuning_labels, scores))
+    model_path = trial_dir / run_module.MODEL_FILE
+    run_module.save_model(model, model_path)
+    try:
+        # The seed rule needs no calibration; only the maps are used, and the score (the highest threshold at
+        # which a blob of the default min area survives) does not depend on a threshold.
+        inspector = Inspector(run_module.load_run(trial_dir), decision="seed", batch_size=context.config.batch_size)
+        maps = inspector.reconstruct_and_map(inspector.prepare(context.tuning_images))[1]
+    finally:
+        model_path.unlink(missing_ok=True)
+    min_area = default_min_area(context.config.size)
+    return float(image_auroc(context.tuning_labels, [blob_score(anomaly_map, min_area) for anomaly_map in maps]))
 
 
 def print_progress(study, trial) -> None:
@@ -473,7 +478,7 @@ def finish_study(study, storage_url: str, context: StudyContext, *, retrain: boo
     if not counts.get("COMPLETE"):
         raise ValueError(f"Study {study.study_name!r} has no completed trial yet ({counts or 'no trials'}); the "
                          "failed trials' reasons are printed above. Run more trials or widen the search.")
-    study_dir = Path(context.config.out) / STUDIES_DIR / run_module.safe_name(study.study_name)
+    study_dir = context.study_dir
     best = study.best_trial
     model_params, training = split_params(best.params)
     trial_params_path = study_dir / "params" / f"trial_{best.number:04d}.json"
@@ -497,13 +502,7 @@ def finish_study(study, storage_url: str, context: StudyContext, *, retrain: boo
 
 def best_trial_summary(study, best, context: StudyContext, params_path: Path, training: dict) -> dict:
     """best_trial.json: what the best trial was, how it scored, and the command that retrains it."""
-    config = context.config
-    flags = "".join(flag for flag, on in ((" --noise", training["noise"]), (" --augment", config.augment),
-                                          (" --synthetic-defects", config.synthetic_defects)) if on)
-    command = (f"python train.py --model myCAE_optuna --params {params_path} --data {config.data} "
-               f"--size {config.size} --color {config.color} --epochs {config.epochs} --loss {training['loss']} "
-               f"--lr {training['lr']!r} --batch-size {training['batch_size']}{flags} --seed {config.seed} "
-               f"--patience {config.patience} --validation-split {config.validation_split}")
+    command = command_line(retrain_config(context.config, params_path, training))
     return {"study": study.study_name, "trial": best.number, "objective": context.objective, "value": best.value,
             "direction": study.direction.name.lower(), "params_file": str(params_path), "training": training,
             "optuna_params": best.params, "epochs_run": best.user_attrs.get("epochs_run"),
@@ -529,7 +528,12 @@ def retrain_best(config: TrainConfig, params_path: Path, training: dict) -> Path
 
     keras.backend.clear_session()
     print(f"Retraining the best trial as myCAE_optuna from {params_path} ...", flush=True)
-    return train(dataclasses.replace(config, model="myCAE_optuna", params=str(params_path), hparams={}, **training))
+    return train(retrain_config(config, params_path, training))
+
+
+def retrain_config(config: TrainConfig, params_path: Path, training: dict) -> TrainConfig:
+    """The study's options with the best trial's architecture (as myCAE_optuna's params file) and training."""
+    return dataclasses.replace(config, model="myCAE_optuna", params=str(params_path), hparams={}, **training)
 
 
 def save_study_plots(study, plots_dir: Path) -> list[Path]:

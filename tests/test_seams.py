@@ -1,0 +1,153 @@
+"""The seams: a model spec owns its anomaly map, the config is declared once, recipes round-trip."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TINY_SIZE
+
+TOY_MODEL = "toyAbsoluteCAE"
+
+
+def build_toy(input_shape, *, filters: int = 4):
+    """Two convolutions: enough to train, nothing like the registered CAEs."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    code = layers.Conv2D(filters, 3, padding="same", activation="relu", name="toy_code")(inputs)
+    outputs = layers.Conv2D(input_shape[-1], 3, padding="same", activation="sigmoid", name="toy_out")(code)
+    return keras.Model(inputs, outputs, name="toy"), keras.Model(inputs, code, name="toy_encoder")
+
+
+def absolute_map(inputs, outputs):
+    import tensorflow as tf
+
+    return tf.reduce_mean(tf.abs(tf.cast(inputs, tf.float32) - outputs), axis=-1)
+
+
+@pytest.fixture
+def toy_registered(monkeypatch):
+    """A new model type registered as a contributor would: one spec, nothing else changed."""
+    import models
+    from models.spec import ModelSpec
+    from utils.anomaly_maps import AnomalyMap
+
+    spec = ModelSpec(build_toy, anomaly_maps=(AnomalyMap("absolute", absolute_map, (0.0, 0.5), "|input − output|"),))
+    monkeypatch.setitem(models.MODELS, TOY_MODEL, spec)
+    return spec
+
+
+def last_line(text: str) -> str:
+    return text.strip().splitlines()[-1]
+
+
+def test_a_toy_spec_with_its_own_map_runs_through_all_four_scripts(toy_registered, tiny_demo, tmp_path, capsys):
+    import IoU_test
+    import main as line_main
+    import test as test_script
+    import train
+    from utils.data import decode_image
+    from utils.inspector import Inspector
+
+    assert train.main(["--data", str(tiny_demo), "--model", TOY_MODEL, "--size", str(TINY_SIZE), "--epochs", "1",
+                       "--batch-size", "4", "--out", str(tmp_path / "runs")]) == 0
+    run_dir = Path(last_line(capsys.readouterr().out))
+    config = json.loads((run_dir / "config.json").read_text())
+    calibration = json.loads((run_dir / "calibration.json").read_text())
+    assert config["anomaly_map"] == "absolute" and calibration["anomaly_map"] == "absolute"
+
+    image_path = sorted((tiny_demo / "test").glob("*/*.png"))[0]
+    result = Inspector.from_run(run_dir).inspect([decode_image(image_path)])[0]
+    expected = np.abs(result.input - result.reconstruction).mean(axis=-1)
+    np.testing.assert_allclose(result.anomaly_map, expected, atol=1e-6)  # the spec's map, not 1 − SSIM
+    assert result.map_name == "absolute" and result.display_range == (0.0, 0.5)
+
+    assert test_script.main(["--model", str(run_dir), "--image", str(image_path)]) == 0
+    assert capsys.readouterr().out.split()[0] in ("OK", "NOK")
+
+    assert IoU_test.main(["--model", str(run_dir), "--data", str(tiny_demo)]) == 0
+    metrics = json.loads(next((run_dir / "results").glob("*/metrics.json")).read_text())
+    assert metrics["n_images"] == 14 and 0.0 <= metrics["image_auroc"] <= 1.0
+
+    journal = tmp_path / "line.jsonl"
+    assert line_main.main(["--model", str(run_dir), "--source", str(tiny_demo / "test" / "good"),
+                           "--journal", str(journal)]) == 0
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [record["verdict"] for record in records if record["type"] == "result"] and all(
+        record["model"] == TOY_MODEL for record in records if record["type"] == "result")
+
+
+def test_a_runs_config_json_retrains_the_same_recipe(tiny_demo, tmp_path, capsys):
+    import train
+    from utils.config import OPTION_NAMES
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"data: {tiny_demo}\nsize: {TINY_SIZE}\nepochs: 1\nbatch_size: 4\nsynthetic_defects: true\n"
+                      f"loss: ssim_l1\nanomaly_map: l2\nseed: 3\nhparams:\n  levels: 2\n  filters: 8\n")
+    assert train.main(["--config", str(recipe), "--out", str(tmp_path / "first")]) == 0
+    first = Path(last_line(capsys.readouterr().out))
+    assert train.main(["--config", str(first / "config.json"), "--out", str(tmp_path / "second")]) == 0
+    second = Path(last_line(capsys.readouterr().out))
+    first_config, second_config = (json.loads((run / "config.json").read_text()) for run in (first, second))
+    differing = {name for name in OPTION_NAMES if first_config[name] != second_config[name]}
+    assert differing == {"out"}
+    assert first_config["synthetic_defects"] and first_config["anomaly_map"] == "l2"
+    assert first_config["hparams"] == {"levels": 2, "filters": 8} and first_config["seed"] == 3
+    assert "train_config" not in first_config and "color_mode" not in first_config  # each option once
+
+
+def test_flags_override_the_recipe_file(tmp_path):
+    from utils.config import make_config
+
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"size": 64, "epochs": 5, "augment": True}))
+    config = make_config(recipe, {"epochs": 7, "augment": False})
+    assert (config.size, config.epochs, config.augment) == (64, 7, False)
+
+
+def test_a_recipe_with_an_unknown_option_names_it_and_the_valid_ones(tmp_path):
+    from utils.config import read_recipe
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("size: 64\nepoch: 5\n")
+    with pytest.raises(ValueError, match=r"unknown option\(s\) epoch; valid: data, model, epochs"):
+        read_recipe(recipe)
+
+
+@pytest.mark.parametrize("flags, valid", [(["--model", "bigCAE"], "mvtecCAE"), (["--loss", "l3"], "ssim_l1"),
+                                          (["--color", "cmyk"], "grayscale"), (["--anomaly-map", "x"], "l2")])
+def test_the_generated_parser_rejects_an_unknown_choice_with_the_valid_list(flags, valid, capsys):
+    import train
+
+    with pytest.raises(SystemExit) as stopped:
+        train.parse_args(flags)
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert "invalid choice" in error and valid in error
+
+
+def test_the_model_spec_rejects_a_map_it_does_not_give():
+    from utils.config import TrainConfig
+    from utils.training import validate
+
+    with pytest.raises(ValueError, match="myCAE gives no anomaly map 'absolute'; valid: ssim, l2, ssim_l1"):
+        validate(TrainConfig(model="myCAE", anomaly_map="absolute"))
+
+
+def test_stretch_maps_to_the_model_and_back_to_the_photo():
+    from utils.preprocessing import Stretch, from_record
+
+    step = Stretch(size=32, color_mode="grayscale")
+    photo = np.zeros((48, 96, 3), np.uint8)
+    photo[:, 48:] = 255
+    prepared = step.to_model(photo)
+    assert prepared.shape == (32, 32, 1) and prepared.dtype == np.float32 and prepared[0, 31, 0] == 1.0
+    back = step.to_source(prepared[:, :, 0], photo.shape)
+    assert back.shape == (48, 96) and back[0, 0] == 0.0 and back[0, 95] == 1.0
+    assert from_record(step.record()) == step
+    with pytest.raises(ValueError, match="unknown preprocessing mode 'tiles'; valid: stretch"):
+        from_record({"mode": "tiles"})

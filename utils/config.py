@@ -1,0 +1,190 @@
+"""The training options, declared once: defaults, help text and valid choices in one dataclass.
+
+    config = TrainConfig(data="data/demo", size=128)        # in Python
+    python train.py --config recipe.yaml --epochs 20        # a recipe file, flags override it
+
+train.py's and benchmarks/bench_quality.py's command-line flags are generated from `TrainConfig` (`add_options`);
+a recipe file (YAML or JSON) holds any of its fields, and a run's own config.json is one (it stores every option
+once, at its top level), so `--config saved_models/<run>/config.json` repeats that run's recipe exactly.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from utils.run import DEFAULT_RUNS_DIR
+
+DISTRIBUTE_CHOICES = ("none", "mirrored", "multiworker")
+NOT_A_FLAG = "not_a_flag"  # metadata marker: set in a recipe file or from Python only
+
+
+def option(default: Any, help: str, *, choices: str | None = None, metavar: str | None = None, flag: bool = True):
+    """A TrainConfig field: its default, its help text, and where its valid values come from (see `choices_for`)."""
+    metadata = {"help": help, "choices": choices, "metavar": metavar, NOT_A_FLAG: not flag}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class TrainConfig:
+    data: str | None = option(None, "dataset root: MVTec AD layout (train/good, test/<defect>, ground_truth/) or "
+                              "a plain folder of defect-free images; default: the built-in demo set", metavar="DIR")
+    model: str = option("myCAE", "architecture", choices="models")
+    epochs: int = option(100, "maximum epochs; early stopping on validation loss usually ends sooner")
+    size: int = option(256, "images are resized (stretched, aspect ratio not kept) to SIZE×SIZE")
+    color: str = option("grayscale", "colour mode", choices="colors")
+    loss: str = option("ssim", "training loss; mssim needs --size ≥ 176", choices="losses")
+    anomaly_map: str | None = option(None, "the map inspection thresholds (default: the model's own; "
+                                     "1 − SSIM for the autoencoders)", choices="anomaly_maps")
+    batch_size: int = option(8, "images per batch and device (the global batch is this × devices)")
+    lr: float = option(1e-3, "Adam learning rate")
+    seed: int = option(0, "random seed for weights, shuffling, synthetic damage and the validation split")
+    out: str = option(str(DEFAULT_RUNS_DIR), "folder for run folders", metavar="DIR")
+    validation_split: float = option(0.1, "fraction of good images held out for early stopping and calibration")
+    patience: int = option(10, "stop after this many epochs without a better validation loss (best weights kept)")
+    augment: bool = option(False, "random flips, ±10° rotations and ±0.1 brightness")
+    noise: bool = option(False, "denoising training: random bright lines and gaussian noise (σ 0.1) on the "
+                         "input, clean target")
+    synthetic_defects: bool = option(False, "defect-removal training: half the inputs get a painted blob or "
+                                     "stroke (foreign texture or a flat tone), the target stays clean")
+    distribute: str = option("none", "none: one device; mirrored: all local GPUs; multiworker: the machines "
+                             "in TF_CONFIG", choices="distribute")
+    params: str | None = option(None, "hyperparameter JSON for myCAE_optuna (default: models/myCAE_optuna.json)",
+                                metavar="FILE")
+    hparams: dict = option({}, "builder keyword arguments (in a recipe file; a run records the resolved ones)",
+                           flag=False)
+
+
+OPTION_NAMES = tuple(item.name for item in dataclasses.fields(TrainConfig))
+
+
+def choices_for(source: str | None) -> tuple[str, ...] | None:
+    """Valid values of an option, taken from the registry that defines them (never typed twice)."""
+    if source is None:
+        return None
+    if source == "models":
+        import models
+
+        return tuple(models.MODELS)
+    if source == "anomaly_maps":
+        import models
+
+        return tuple(dict.fromkeys(m.name for spec in models.MODELS.values() for m in spec.anomaly_maps))
+    if source == "colors":
+        from utils.data import COLOR_MODES
+
+        return COLOR_MODES
+    if source == "losses":
+        from utils.losses import LOSS_NAMES
+
+        return LOSS_NAMES
+    return DISTRIBUTE_CHOICES
+
+
+def flag_of(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_options(parser: argparse.ArgumentParser, *, defaults: TrainConfig | None = None,
+                exclude: Sequence[str] = ()) -> None:
+    """Add one flag per TrainConfig field (but `exclude`d ones) to `parser`, with help, choices and defaults.
+
+    Flags default to argparse.SUPPRESS, so only options given on the command line appear in the namespace
+    (`given_options`): they override a recipe file, which overrides the defaults.
+    """
+    defaults = defaults or TrainConfig()
+    group = parser.add_argument_group("training options (also settable in a --config recipe file)")
+    group.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                       help="a YAML or JSON recipe of these options; a run's config.json works as one")
+    for item in dataclasses.fields(TrainConfig):
+        if item.name in exclude or item.metadata[NOT_A_FLAG]:
+            continue
+        default = getattr(defaults, item.name)
+        shown = "" if default is None else f" (default: {default})"  # a None default is told in the help text
+        keywords: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": item.name,
+                                    "help": item.metadata["help"] + shown}
+        if item.type in (bool, "bool"):
+            keywords["action"] = argparse.BooleanOptionalAction
+        else:
+            keywords["type"] = option_type(item)
+            keywords["choices"] = choices_for(item.metadata["choices"])
+            keywords["metavar"] = item.metadata["metavar"]
+        group.add_argument(flag_of(item.name), **keywords)
+
+
+def option_type(item: dataclasses.Field):
+    """The argparse type of a field (annotations are strings under `from __future__ import annotations`)."""
+    text = str(item.type)
+    return int if text.startswith("int") else float if text.startswith("float") else str
+
+
+def given_options(args: argparse.Namespace) -> dict:
+    """The TrainConfig options present in a namespace built by `add_options` (i.e. given on the command line)."""
+    return {name: value for name, value in vars(args).items() if name in OPTION_NAMES}
+
+
+def read_recipe(path: str | Path) -> dict:
+    """The options in a YAML or JSON recipe file, or in a run's config.json; ValueError naming bad keys."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ValueError(f"Cannot read recipe {str(path)!r}: {error}") from error
+    try:
+        recipe = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise ValueError(f"Recipe {str(path)!r} is not valid {path.suffix.lstrip('.') or 'YAML'}: {error}") from None
+    if not isinstance(recipe, dict):
+        raise ValueError(f"Recipe {str(path)!r} must hold a mapping of options; valid: {', '.join(OPTION_NAMES)}")
+    if is_run_record(recipe):
+        return options_of_run(recipe)
+    unknown = sorted(set(recipe) - set(OPTION_NAMES))
+    if unknown:
+        raise ValueError(f"Recipe {str(path)!r} has unknown option(s) {', '.join(unknown)}; "
+                         f"valid: {', '.join(OPTION_NAMES)}")
+    return recipe
+
+
+def is_run_record(mapping: dict) -> bool:
+    """A run's config.json (it records more than options: its input shape, versions, status)."""
+    return "input_shape" in mapping and "status" in mapping
+
+
+def options_of_run(run_config: dict) -> dict:
+    """The training options a run's config.json recorded (runs from before options were stored once kept them
+    under "train_config")."""
+    stored = run_config.get("train_config", run_config)
+    return {name: stored[name] for name in OPTION_NAMES if name in stored}
+
+
+def make_config(recipe_path: str | Path | None = None, overrides: dict | None = None, *,
+                defaults: TrainConfig | None = None) -> TrainConfig:
+    """`defaults` (TrainConfig's own), then the recipe file's options, then `overrides` (the command line's)."""
+    options = read_recipe(recipe_path) if recipe_path else {}
+    options.update(overrides or {})
+    return dataclasses.replace(defaults or TrainConfig(), **options)
+
+
+def command_line(config: TrainConfig, *, program: Sequence[str] = ("train.py",), exclude: Sequence[str] = (),
+                 defaults: TrainConfig | None = None) -> str:
+    """The command that repeats `config`: `python`, the `program` words, and a flag for every option that differs
+    from `defaults` (hparams, which has no flag, is left out: a params file or recipe carries it)."""
+    defaults = defaults or TrainConfig()
+    words = ["python", *program]
+    for item in dataclasses.fields(TrainConfig):
+        value = getattr(config, item.name)
+        if item.name in exclude or item.metadata[NOT_A_FLAG] or value == getattr(defaults, item.name):
+            continue
+        if isinstance(value, bool):
+            words.append(flag_of(item.name) if value else "--no-" + item.name.replace("_", "-"))
+        else:
+            words += [flag_of(item.name), str(value)]
+    return shlex.join(words)
