@@ -16,12 +16,13 @@ import sys
 from pathlib import Path
 
 from utils.line import DEFAULT_SHIFTS, IMAGE_CHOICES, run_line
-from utils.mqtt import MqttSettings
+from utils.mqtt import DEFAULT_TOPIC_PREFIX, MqttSettings
+from utils.run import DEFAULT_RUNS_DIR
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="run folder to load (default: the newest run in saved_models/)")
+    parser.add_argument("--model", help=f"run folder to load (default: the newest run in {DEFAULT_RUNS_DIR}/)")
     parser.add_argument("--source", required=True,
                         help="where parts come from: an image file, a glob ('parts/*.png'), a folder (all files, "
                              "sorted), watch:DIR (new files as they arrive), camera:N, a video file or a stream URL")
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     mqtt = parser.add_argument_group("MQTT (results are published only with --mqtt-host)")
     mqtt.add_argument("--mqtt-host", help="broker host name or address")
     mqtt.add_argument("--mqtt-port", type=int, help="broker port (default: 1883, or 8883 with --tls)")
-    mqtt.add_argument("--topic-prefix", default="aivision/line1", help="topic prefix P (default: aivision/line1)")
+    mqtt.add_argument("--topic-prefix", default=DEFAULT_TOPIC_PREFIX, help="topic prefix P (default: %(default)s)")
     mqtt.add_argument("--client-id", default="", help="MQTT client id (default: one chosen by the broker)")
     mqtt.add_argument("--tls", action="store_true", help="connect with TLS")
     mqtt.add_argument("--ca", type=Path, help="CA certificate file for --tls (default: the system's CAs)")

@@ -1,11 +1,11 @@
 """Inspect one image with a trained run: print OK or NOK, save every intermediate picture in the run folder.
 
-    python test.py --image part.png                          # newest run in saved_models/
+    python test.py --image part.png                          # the newest run
     python test.py --model saved_models/<run> --data data/demo --index 45
     python test.py --image part.png --decision seed          # the original method's verdict
 
-Pictures go to RUN/test/<image-stem>/: input, noisy (runs trained with --noise), code, reconstruction, residual,
-defect, overlay and panel (.png).
+Pictures go to RUN/test/<image-stem>/: input, noisy (runs trained with --noise), code, reconstruction, residual
+(heat map), defect (mask), overlay (the defect picture main.py publishes) and panel (.png), drawn by utils.plots.
 """
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ import os
 import sys
 from pathlib import Path
 
+from utils.run import DEFAULT_RUNS_DIR
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", metavar="RUN", help="run folder (default: the newest in saved_models/)")
+    parser.add_argument("--model", metavar="RUN", help=f"run folder (default: the newest in {DEFAULT_RUNS_DIR}/)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--image", help="image file of any size and format OpenCV reads")
     source.add_argument("--data", help="labelled set (MVTec layout or its test/ folder); pick with --index")
@@ -56,7 +58,8 @@ def inspect_and_save(args: argparse.Namespace) -> tuple:
     result = inspector.inspect([image])[0]
     noisy = add_denoising_noise(tf.constant(result.input)).numpy() if inspector.run.config.get("noise") else None
     folder = inspector.run.path / "test" / name
-    save_inspection_images(result, folder, code=inspector.encode(result.input[None])[0], noisy=noisy, title=image_path.name)
+    save_inspection_images(result, folder, code=inspector.encode(result.input[None])[0], noisy=noisy,
+                           title=image_path.name)
     return result, folder
 
 

@@ -1,4 +1,5 @@
-"""Real services for the line's tests: a Mosquitto broker on a free loopback port and an MQTT subscriber.
+"""Real services for the line's tests: a Mosquitto broker on a free loopback port and an MQTT subscriber; and
+``read_journal``, the tests' oracle of what the line journaled.
 
 Nothing here is a mock: the broker is Debian's `mosquitto` started from a config file, the subscriber a paho
 client. Waits are bounded waits on real conditions (a port accepting connections, a message arriving).
@@ -19,9 +20,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+
+from utils.journal import parse_record
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WAIT_S = 30.0  # upper bound for any single wait; real waits end as soon as their condition holds
@@ -50,6 +54,12 @@ def wait_until(condition: Callable[[], object], what: str, timeout_s: float = WA
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
         time.sleep(0.02)  # polling interval of a condition, not a guess at how long something takes
+
+
+def read_journal(path: str | Path) -> list[dict[str, Any]]:
+    """Every record of a journal file, in order (torn and foreign lines skipped, as the publisher skips them)."""
+    with open(path, "rb") as reader:
+        return [record for record in map(parse_record, reader) if record is not None]
 
 
 def port_accepts(port: int) -> bool:

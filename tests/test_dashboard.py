@@ -18,8 +18,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from tests.line_fixtures import (PROJECT_ROOT, WAIT_S, broker, free_port, main_py_command,  # noqa: F401
-                                 port_accepts, wait_until)
-from utils.mqtt import read_journal
+                                 port_accepts, read_journal, wait_until)
 
 PREFIX = "plant/line7"
 DASHBOARD = PROJECT_ROOT / "dashboard"

@@ -18,10 +18,11 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.line_fixtures import (WAIT_S, broker, main_py_command, start_main_py,  # noqa: F401
+from tests.line_fixtures import (WAIT_S, broker, main_py_command, read_journal, start_main_py,  # noqa: F401
                                  subscriber_factory, wait_until)
-from utils.line import InspectionLine, LineStats, ShiftSchedule, iso_utc, part_images, result_record
-from utils.mqtt import Journal, read_journal
+from utils.journal import Journal
+from utils.line import InspectionLine, LineStats, ShiftSchedule, iso_utc, result_record
+from utils.plots import png_bytes, result_pictures
 from utils.sources import SourceError, SourceItem
 
 PREFIX = "test/line1"
@@ -97,11 +98,12 @@ def test_result_record_follows_the_contract_and_images_decode(inspector, demo_te
     assert record["ts"] == "2024-05-01T05:00:00.000Z" and record["latency_ms"] == 12.3
     assert record["verdict"] in ("OK", "NOK") and isinstance(record["max_blob_area"], int)
     json.dumps(record, allow_nan=False)
-    images = part_images(result)
-    assert list(images) == ["input", "reconstruction", "residual", "defect"]
-    for png in images.values():
-        decoded = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    pictures = result_pictures(result)
+    assert list(pictures) == ["input", "reconstruction", "residual", "defect"]  # the P/image/<kind> kinds
+    for picture in pictures.values():
+        decoded = cv2.imdecode(np.frombuffer(png_bytes(picture), np.uint8), cv2.IMREAD_COLOR)
         assert decoded.shape == (inspector.size, inspector.size, 3)
+        np.testing.assert_array_equal(decoded[:, :, ::-1], picture)  # the PNG holds the picture, in RGB order
 
 
 def test_line_counts_journals_and_resets_at_shift_boundaries(inspector, demo_test_images, tmp_path):

@@ -11,9 +11,10 @@ import sys
 
 import pytest
 
-from tests.line_fixtures import PROJECT_ROOT, WAIT_S, broker, subscriber_factory, wait_until  # noqa: F401
-from utils.mqtt import (DeliveryMarker, Journal, MqttPublisher, MqttSettings, image_payload, read_journal,
-                        record_topic)
+from tests.line_fixtures import (PROJECT_ROOT, WAIT_S, broker, read_journal, subscriber_factory,  # noqa: F401
+                                 wait_until)
+from utils.journal import DeliveryMarker, Journal
+from utils.mqtt import DEFAULT_TOPIC_PREFIX, MqttPublisher, MqttSettings, image_payload, record_topic
 
 PREFIX = "test/line"
 
@@ -78,6 +79,17 @@ def test_settings_validate_with_messages_that_echo_the_value(tmp_path):
         MqttSettings("localhost", port=70000)
     with pytest.raises(ValueError, match="secret.txt"):
         MqttSettings("localhost", username="line1", password_file=tmp_path / "secret.txt")
+
+
+def test_default_topic_prefix_is_the_contracts_in_main_py_and_the_dashboard():
+    import main
+
+    assert DEFAULT_TOPIC_PREFIX == "aivision/line1"  # the README's contract
+    assert MqttSettings("localhost").topic_prefix == DEFAULT_TOPIC_PREFIX
+    assert main.build_parser().parse_args(["--source", "parts"]).topic_prefix == DEFAULT_TOPIC_PREFIX
+    # settings.js keeps its own literal (JavaScript): it must name the same line.
+    settings = (PROJECT_ROOT / "dashboard" / "settings.js").read_text()
+    assert f'process.env.AIVISION_TOPIC_PREFIX || "{DEFAULT_TOPIC_PREFIX}"' in settings
 
 
 def test_record_topics_and_image_payload():
@@ -180,13 +192,14 @@ def test_records_left_undelivered_are_delivered_by_the_next_run(broker, subscrib
     journal = Journal(path)
     publisher = start_publisher(journal, broker.port)
     assert publisher.wait_for_delivery(WAIT_S)
-    watcher.wait_for(lambda: sorted(set(seqs(watcher.on(f"{PREFIX}/result")))) == [1, 2, 3], "the earlier run's results")
+    watcher.wait_for(lambda: sorted(set(seqs(watcher.on(f"{PREFIX}/result")))) == [1, 2, 3],
+                     "the earlier run's results")
     assert publisher.close(timeout_s=WAIT_S) == 0
     journal.close()
 
 
 def test_last_will_marks_a_killed_publisher_offline(broker, subscriber_factory, tmp_path):
-    code = ("import sys\nfrom utils.mqtt import Journal, MqttPublisher, MqttSettings\n"
+    code = ("import sys\nfrom utils.journal import Journal\nfrom utils.mqtt import MqttPublisher, MqttSettings\n"
             "MqttPublisher(MqttSettings('127.0.0.1', int(sys.argv[1]), sys.argv[2]), Journal(sys.argv[3])).start()\n"
             "sys.stdin.read()\n")
     process = subprocess.Popen([sys.executable, "-c", code, str(broker.port), PREFIX, str(tmp_path / "j.jsonl")],

@@ -4,7 +4,7 @@
 
 * a part is inspected, its result record is appended to the journal (before anything is published), handed to
   the MQTT publisher, counted in the stats, printed as one line on stdout, and, as ``--images`` selects, its
-  four images (input, reconstruction, residual, defect) are published;
+  four pictures (utils.plots.result_pictures: input, reconstruction, residual, defect) are published;
 * an unreadable item becomes an error record (journal, ``P/error``, one stdout line) and the line goes on;
 * an idle tick (``None``) only lets time-driven work happen.
 
@@ -31,10 +31,9 @@ from datetime import datetime, time as clock_time, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-import cv2
-import numpy as np
-
-from utils.mqtt import IMAGE_KINDS, Journal, MqttPublisher, MqttSettings, image_payload
+from utils.journal import Journal
+from utils.mqtt import DEFAULT_TOPIC_PREFIX, MqttPublisher, MqttSettings, image_payload
+from utils.plots import png_bytes, result_pictures
 from utils.sources import SourceError, SourceEvent, SourceItem, open_source
 
 log = logging.getLogger(__name__)
@@ -172,34 +171,6 @@ def error_record(*, seq: int, at: datetime, source: str, message: str) -> dict:
     return {"type": "error", "seq": seq, "ts": iso_utc(at), "source": source, "error": message}
 
 
-def to_display_uint8(image: np.ndarray) -> np.ndarray:
-    """H×W×C float in [0, 1] (values outside are clipped) → uint8 H×W×3 BGR, ready for cv2.imencode."""
-    pixels = np.clip(np.nan_to_num(np.asarray(image, dtype=np.float32)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    if pixels.ndim == 3 and pixels.shape[2] == 3:
-        return cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
-    return cv2.cvtColor(pixels.reshape(pixels.shape[:2]), cv2.COLOR_GRAY2BGR)
-
-
-def part_images(result: Any) -> dict[str, bytes]:
-    """The four PNG images of an inspected part, at model resolution.
-
-    input and reconstruction as the model saw them; residual as a heat map (inferno colour map, 0 → black,
-    ≥ 1 → yellow; the SSIM residual runs from 0 to 2); defect = the input with the defect mask tinted red and a
-    red box around each blob.
-    """
-    residual = np.clip(np.nan_to_num(np.asarray(result.residual_map, dtype=np.float32)), 0.0, 1.0)
-    heat_map = cv2.applyColorMap((residual * 255.0 + 0.5).astype(np.uint8), cv2.COLORMAP_INFERNO)
-    defect = to_display_uint8(result.input)
-    mask = np.asarray(result.defect_mask, dtype=bool)
-    defect[mask] = (0.5 * defect[mask] + 0.5 * np.array([0, 0, 255])).astype(np.uint8)
-    for blob in result.blobs:
-        x0, y0, x1, y1 = (int(value) for value in blob.bbox)
-        cv2.rectangle(defect, (x0, y0), (x1 - 1, y1 - 1), (0, 0, 255), 1)
-    images = {"input": to_display_uint8(result.input), "reconstruction": to_display_uint8(result.reconstruction),
-              "residual": heat_map, "defect": defect}
-    return {kind: cv2.imencode(".png", images[kind])[1].tobytes() for kind in IMAGE_KINDS}
-
-
 def wants_images(images: str, verdict: str) -> bool:
     return images == "all" or (images == "nok" and verdict == "NOK")
 
@@ -264,8 +235,8 @@ class InspectionLine:
                          f"threshold={record['threshold']} max_blob_area={record['max_blob_area']} "
                          f"latency_ms={record['latency_ms']} source={item.id}")
         if self.publisher is not None and wants_images(self.images, result.verdict):
-            for kind, png in part_images(result).items():
-                self.publisher.publish_state(f"image/{kind}", image_payload(record["seq"], png))
+            for kind, picture in result_pictures(result).items():
+                self.publisher.publish_state(f"image/{kind}", image_payload(record["seq"], png_bytes(picture)))
 
     def handle_error(self, source: str, message: str, now: datetime) -> None:
         record = error_record(seq=self.journal.next_seq(), at=now, source=source, message=message)
@@ -336,7 +307,8 @@ def run_line(*, source: str, model: str | None = None, mqtt: MqttSettings | None
     from utils.inspector import Inspector  # here, not at import: it loads TensorFlow
 
     inspector = Inspector.from_run(model, decision=decision)
-    journal_path = Path(journal) if journal else default_journal_path(mqtt.topic_prefix if mqtt else "aivision/line1")
+    topic_prefix = mqtt.topic_prefix if mqtt else DEFAULT_TOPIC_PREFIX
+    journal_path = Path(journal) if journal else default_journal_path(topic_prefix)
     line_journal = Journal(journal_path)
     publisher = MqttPublisher(mqtt, line_journal) if mqtt else None
     try:

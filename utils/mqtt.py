@@ -1,6 +1,7 @@
-"""The line's journal and its MQTT publisher: results reach the broker even across outages.
+"""The line's MQTT publisher: delivers the journal (utils/journal.py) to the broker, even across outages.
 
-Topics (GUIDE §6, a contract), under a prefix P such as ``aivision/line1``:
+Topics (the MQTT contract, also in the README), under a prefix P (main.py's ``--topic-prefix``, default
+``DEFAULT_TOPIC_PREFIX`` below):
 
 =====================  ======  =======  ==============================================================
 topic                  QoS     retain   payload
@@ -12,24 +13,23 @@ P/error                1       no       JSON: seq, ts, source, error
 P/shift/<HH:MM>        1       yes      JSON stats of the finished shift that started at HH:MM
 P/stats                0       yes      JSON: total, ok, nok, errors, defect_pct, parts_per_min, since
 P/image/<kind>         0       yes      JSON {"seq": n, "png_base64": "..."}; kind = input, reconstruction,
-                                        residual, defect
+                                        residual, defect (the pictures of utils.plots.result_pictures)
 =====================  ======  =======  ==============================================================
 
 How nothing is lost, with bounded memory (the journal is the outbox):
 
-1. The line appends every result, error and shift summary to the journal (JSON Lines, one record per line,
-   ``{"type": "result" | "error" | "shift", ...payload}``), flushed and fsynced, *before* anything is
-   published. ``seq`` numbers results and errors and is unique within a journal (it continues across runs).
+1. The line appends every result, error and shift summary to the journal, flushed and fsynced, *before*
+   anything is published; ``seq`` is unique within a journal (see utils/journal.py for what it guarantees).
 2. A delivery thread reads the journal from its send offset and hands records to paho at QoS 1, at most
    ``max_in_flight`` unacknowledged at a time. Records behind that window stay on disk only, so an outage of
    any length costs disk, not RAM.
 3. paho reconnects by itself (back-off 1 to 30 s, also when the broker is down at start), keeps the in-flight
    window and re-sends it after reconnecting; each PUBACK frees a slot and the thread reads on.
-4. The offset up to which every record is acknowledged is saved next to the journal in
-   ``<journal>.delivered`` (replaced atomically). A main.py restarted after a crash, a kill or an exit during
-   an outage first delivers everything after that offset. Without that file (a journal never published from)
-   delivery starts at the journal's end. A record can therefore arrive twice (a PUBACK lost in a drop, or a
-   crash between a PUBACK and the offset write): subscribers de-duplicate by ``seq``.
+4. The offset up to which every record is acknowledged is the journal's delivery marker
+   (``<journal>.delivered``); this module moves it on PUBACKs. A main.py restarted after a crash, a kill or an
+   exit during an outage first delivers everything after that offset. Without that file (a journal never
+   published from) delivery starts at the journal's end. A record can therefore arrive twice (a PUBACK lost in
+   a drop, or a crash between a PUBACK and the offset write): subscribers de-duplicate by ``seq``.
 5. Status, stats and images are state, not history: sent only while connected and never queued; status and
    the latest stats are sent again on every reconnect. Stats and images use QoS 0 so that paho never re-sends a
    stale copy after a fresher one.
@@ -38,10 +38,8 @@ How nothing is lost, with bounded memory (the journal is the outbox):
 from __future__ import annotations
 
 import base64
-import fcntl
 import json
 import logging
-import os
 import queue
 import threading
 from dataclasses import dataclass
@@ -50,130 +48,11 @@ from typing import Any, BinaryIO
 
 import paho.mqtt.client as mqtt
 
+from utils.journal import DeliveryMarker, Journal, read_records
+
 log = logging.getLogger(__name__)
 
-RECORD_TYPES = ("result", "error", "shift")
-IMAGE_KINDS = ("input", "reconstruction", "residual", "defect")
-TAIL_BYTES = 1 << 20  # the last seq is looked for in the journal's last MiB before the whole file is read
-
-
-# ---------------------------------------------------------------- journal
-
-
-class Journal:
-    """Append-only JSON Lines file of everything the line produced; one writer at a time (an exclusive lock).
-
-    A line left half-written by a crash is closed with a newline on open and then skipped by readers.
-    """
-
-    def __init__(self, path: str | Path, *, fsync: bool = True) -> None:
-        self.path = Path(path)
-        self.fsync = fsync
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: BinaryIO = open(self.path, "ab")
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._file.close()
-            raise ValueError(f"journal {str(self.path)!r} is in use by another running line") from None
-        self.size = self._file.seek(0, os.SEEK_END)
-        if self.size and self._last_byte() != b"\n":
-            self._write(b"\n")
-        self.last_seq = self._find_last_seq()
-
-    def _last_byte(self) -> bytes:
-        with open(self.path, "rb") as reader:
-            reader.seek(-1, os.SEEK_END)
-            return reader.read(1)
-
-    def _find_last_seq(self) -> int:
-        with open(self.path, "rb") as reader:
-            for start in sorted({max(0, self.size - TAIL_BYTES), 0}, reverse=True):
-                reader.seek(start)
-                for line in reversed(reader.read().splitlines()):
-                    record = parse_record(line)
-                    if record is not None and isinstance(record.get("seq"), int):
-                        return record["seq"]
-        return 0
-
-    def _write(self, data: bytes) -> None:
-        self._file.write(data)
-        self._file.flush()
-        if self.fsync:  # a power cut must not take an acknowledged-to-nobody result with it
-            os.fsync(self._file.fileno())
-        self.size += len(data)
-
-    def next_seq(self) -> int:
-        """A fresh sequence number for a result or an error: one more than the last in the journal."""
-        self.last_seq += 1
-        return self.last_seq
-
-    def append(self, record: dict[str, Any]) -> None:
-        """Write `record` (must have "type" in RECORD_TYPES) as one line, flushed (and fsynced) before return."""
-        if record.get("type") not in RECORD_TYPES:
-            raise ValueError(f"journal record type must be one of {RECORD_TYPES}; got {record.get('type')!r}")
-        self._write((json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n").encode())
-
-    def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()  # closing releases the lock
-
-
-def parse_record(line: bytes) -> dict[str, Any] | None:
-    """One journal line → its record, or None for a blank, torn or foreign line."""
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) and record.get("type") in RECORD_TYPES else None
-
-
-def read_records(reader: BinaryIO, offset: int, limit: int) -> list[tuple[int, int, dict[str, Any]]]:
-    """Up to `limit` complete records from byte `offset` on, as (start, end, record); torn lines are skipped.
-
-    A last line without its newline is still being written and is left for the next read.
-    """
-    reader.seek(offset)
-    records = []
-    while len(records) < limit:
-        line = reader.readline()
-        if not line.endswith(b"\n"):
-            break
-        start, offset = offset, offset + len(line)
-        record = parse_record(line)
-        if record is None:
-            if line.strip():
-                log.warning("journal: skipping an unreadable line at byte %d", start)
-            continue
-        records.append((start, offset, record))
-    return records
-
-
-def read_journal(path: str | Path) -> list[dict[str, Any]]:
-    """Every record of a journal file, in order (for tools and tests)."""
-    with open(path, "rb") as reader:
-        return [record for record in map(parse_record, reader) if record is not None]
-
-
-class DeliveryMarker:
-    """The journal offset below which every record is acknowledged by the broker, kept in ``<journal>.delivered``."""
-
-    def __init__(self, journal_path: Path) -> None:
-        self.path = journal_path.with_name(journal_path.name + ".delivered")
-
-    def read(self) -> int | None:
-        try:
-            return int(self.path.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-
-    def write(self, offset: int) -> None:
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_text(f"{offset}\n")
-        os.replace(temporary, self.path)  # atomic: a crash leaves the old or the new offset, never half
-
-
-# ---------------------------------------------------------------- MQTT
+DEFAULT_TOPIC_PREFIX = "aivision/line1"  # main.py's --topic-prefix default; the dashboard's default line too
 
 
 @dataclass(frozen=True)
@@ -182,7 +61,7 @@ class MqttSettings:
 
     host: str
     port: int = 1883
-    topic_prefix: str = "aivision/line1"
+    topic_prefix: str = DEFAULT_TOPIC_PREFIX
     client_id: str = ""          # "" lets the broker pick one
     tls: bool = False
     ca: Path | None = None       # CA bundle that signed the broker's certificate (system store if None)
@@ -380,9 +259,7 @@ class MqttPublisher:
 
     def undelivered_records(self) -> int:
         """How many journal records the broker has not acknowledged yet."""
-        with open(self.journal.path, "rb") as reader:
-            reader.seek(self._delivered_offset)
-            return reader.read().count(b"\n")
+        return self.journal.lines_after(self._delivered_offset)
 
     def wait_for_delivery(self, timeout_s: float) -> bool:
         """Wait until the broker acknowledged the whole journal, or `timeout_s`; True if it did."""

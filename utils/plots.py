@@ -1,6 +1,11 @@
-"""PNG plots of evaluation and training results.
+"""Pictures of results: PNG plots of evaluation and training, and the one renderer of an inspected part.
 
-Every function draws on its own ``matplotlib.figure.Figure`` (Agg canvas, no pyplot), so nothing touches
+`result_pictures` turns an InspectionResult into the pictures people look at (uint8 RGB arrays): the line
+publishes them over MQTT (``P/image/<kind>``) and test.py saves them in the run folder, so the dashboard and
+the run folder always show the same pixels. The heat map is scaled by the result's ``display_range``, which
+the anomaly map defines (utils/anomaly_maps.py), never by one map's range.
+
+Every plot draws on its own ``matplotlib.figure.Figure`` (Agg canvas, no pyplot), so nothing touches
 global matplotlib state or needs a display, writes one PNG at a fixed size and lets the figure go.
 Parent folders are created as needed; each function returns the path it wrote.
 """
@@ -10,19 +15,24 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
-from sklearn.metrics import roc_auc_score, roc_curve
-
-from utils.metrics import integrate_pro_curve
 
 DPI = 100  # figure sizes below are in inches, so pixel size = inches × 100
 PREDICTED_COLOR = "red"
 GROUND_TRUTH_COLOR = "lime"
 # Keras logs these alongside the metrics; they are settings, not results worth a curve.
 NOT_METRICS = ("learning_rate", "lr")
+RESULT_PICTURE_KINDS = ("input", "reconstruction", "residual", "defect")  # also the MQTT P/image/<kind> names
+HEAT_MAP_COLORS = "inferno"  # the heat-map picture and the panel's colour bar must use the same colours
+DEFECT_RGB = (255, 0, 0)  # the defect picture's tint and boxes
+DEFECT_TINT_WEIGHT = 0.5  # how much of the defect colour is mixed into a defective pixel
 
 
 def _save(figure: Figure, path: str | Path) -> Path:
@@ -49,6 +59,8 @@ def save_roc_curve(labels: Sequence, scores: Sequence[float], path: str | Path) 
 
     Raises ValueError when only one class is present (no ROC curve exists then).
     """
+    from sklearn.metrics import roc_auc_score, roc_curve  # here: the line uses this module without it
+
     labels, scores = _binary_labels_and_scores(labels, scores)
     if labels.min() == labels.max():
         raise ValueError(f"an ROC curve needs good and defective images, got only label {labels[0]}")
@@ -65,7 +77,9 @@ def save_roc_curve(labels: Sequence, scores: Sequence[float], path: str | Path) 
 
 
 def save_pro_curve(fpr: np.ndarray, pro: np.ndarray, path: str | Path, *, fpr_limit: float = 0.3) -> Path:
-    """Per-region overlap curve (from ``utils.metrics.pro_curve``), area up to ``fpr_limit`` shaded; 600×500 px."""
+    """Per-region overlap curve (e.g. ``PixelScores.pro_curve()``), area up to ``fpr_limit`` shaded; 600×500 px."""
+    from utils.metrics import integrate_pro_curve  # here: it loads scikit-learn too
+
     score = integrate_pro_curve(fpr, pro, fpr_limit=fpr_limit)  # also validates the curve
     fpr, pro = np.asarray(fpr, np.float64), np.asarray(pro, np.float64)
     figure = Figure(figsize=(6, 5))
@@ -109,17 +123,6 @@ def _draw_boxes(axes, boxes: Sequence[Sequence[float]], color: str) -> None:
                                  fill=False, edgecolor=color, linewidth=1.5))
 
 
-def _display_image(image: np.ndarray) -> tuple[np.ndarray, str | None]:
-    image = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if image.ndim == 2:
-        return image, "gray"
-    if image.ndim == 3 and image.shape[2] == 3:
-        return image, None
-    raise ValueError(f"image must be H×W, H×W×1 or H×W×3, got shape {image.shape}")
-
-
 def save_overlay_grid(
     items: Sequence[Mapping], path: str | Path, *, title: str = "", columns: int = 4
 ) -> Path:
@@ -141,8 +144,7 @@ def save_overlay_grid(
     figure = Figure(figsize=(3 * columns, 3 * rows + (0.4 if title else 0)))
     for index, item in enumerate(items):
         axes = figure.add_subplot(rows, columns, index + 1)
-        image, colormap = _display_image(item["image"])
-        axes.imshow(image, cmap=colormap, vmin=0.0, vmax=1.0, interpolation="nearest")
+        axes.imshow(to_rgb8(item["image"]), interpolation="nearest")
         _draw_boxes(axes, item.get("ground_truth_boxes", ()), GROUND_TRUTH_COLOR)
         _draw_boxes(axes, item.get("predicted_boxes", ()), PREDICTED_COLOR)
         axes.set_title(str(item.get("caption", "")), fontsize=8)
@@ -193,18 +195,70 @@ def save_training_curves(
     return written
 
 
-def _save_single_image(image: np.ndarray, path: Path, *, cmap: str | None = None) -> Path:
-    """One picture as a PNG at its own resolution (no axes), via matplotlib's image writer."""
-    from matplotlib.image import imsave
+# ---------------------------------------------------------------- pictures of an inspected part
 
-    shown, default_cmap = _display_image(image) if cmap is None else (np.asarray(image, np.float32), cmap)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if shown.ndim == 2:
-        vmin, vmax = (0.0, 1.0) if cmap is None else (float(shown.min()), float(shown.max()) or 1.0)
-        imsave(path, shown, cmap=cmap or default_cmap, vmin=vmin, vmax=vmax)
-    else:
-        imsave(path, shown)
-    return path
+
+def to_rgb8(image: np.ndarray) -> np.ndarray:
+    """An H×W, H×W×1 or H×W×3 image in [0, 1], or a bool mask → uint8 H×W×3 RGB (outside clipped, NaN black)."""
+    image = np.asarray(image, dtype=np.float32)
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3))):
+        raise ValueError(f"image must be H×W, H×W×1 or H×W×3, got shape {image.shape}")
+    pixels = np.clip(np.nan_to_num(image) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if pixels.ndim == 3 and pixels.shape[2] == 3:
+        return pixels
+    return np.repeat(pixels.reshape(pixels.shape[:2])[:, :, None], 3, axis=2)
+
+
+def heat_map(anomaly_map: np.ndarray, display_range: Sequence[float]) -> np.ndarray:
+    """An H×W anomaly map → uint8 H×W×3 RGB in HEAT_MAP_COLORS: `low` and below dark, `high` and above full colour.
+
+    `display_range` is (low, high), finite with low < high: each anomaly map has its own (utils/anomaly_maps.py).
+    NaN counts as `low`.
+    """
+    low, high = (float(value) for value in display_range)
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise ValueError(f"display_range must be finite (low, high) with low < high, got {tuple(display_range)!r}")
+    values = np.nan_to_num(np.asarray(anomaly_map, dtype=np.float64), nan=low)
+    if values.ndim != 2:
+        raise ValueError(f"anomaly map must be H×W, got shape {values.shape}")
+    levels = ((np.clip(values, low, high) - low) * (255.0 / (high - low)) + 0.5).astype(np.uint8)
+    colors = (colormaps[HEAT_MAP_COLORS](np.linspace(0.0, 1.0, 256))[:, :3] * 255.0 + 0.5).astype(np.uint8)
+    return colors[levels]
+
+
+def defect_overlay(picture: np.ndarray, defect_mask: np.ndarray, blobs: Sequence) -> np.ndarray:
+    """A copy of a uint8 RGB picture with the defect mask tinted DEFECT_RGB and a 1 px box around every blob.
+
+    Every blob is boxed, small ones too: P/result lists them all, and the picture shows what the record says.
+    """
+    overlay = picture.copy()
+    mask = np.asarray(defect_mask, dtype=bool)
+    tinted = (1.0 - DEFECT_TINT_WEIGHT) * overlay[mask] + DEFECT_TINT_WEIGHT * np.array(DEFECT_RGB)
+    overlay[mask] = tinted.astype(np.uint8)
+    for blob in blobs:
+        x0, y0, x1, y1 = (int(value) for value in blob.bbox)
+        cv2.rectangle(overlay, (x0, y0), (x1 - 1, y1 - 1), DEFECT_RGB, 1)  # bbox ends are exclusive
+    return overlay
+
+
+def result_pictures(result) -> dict[str, np.ndarray]:
+    """The pictures of one InspectionResult, uint8 H×W×3 RGB at model resolution, keyed by RESULT_PICTURE_KINDS.
+
+    input and reconstruction as the model saw and gave them; residual, the anomaly map as a heat map scaled by
+    ``result.display_range``; defect, the input with the defect mask tinted red and a red box around each blob.
+    """
+    input_picture = to_rgb8(result.input)
+    return {"input": input_picture, "reconstruction": to_rgb8(result.reconstruction),
+            "residual": heat_map(result.anomaly_map, result.display_range),
+            "defect": defect_overlay(input_picture, result.defect_mask, result.blobs)}
+
+
+def png_bytes(picture: np.ndarray) -> bytes:
+    """A uint8 H×W×3 RGB picture as a PNG file's bytes (OpenCV writes BGR, hence the swap)."""
+    encoded, data = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+    if not encoded:
+        raise ValueError(f"could not encode a picture of shape {picture.shape} as PNG")
+    return data.tobytes()
 
 
 def _code_mosaic(code: np.ndarray) -> np.ndarray:
@@ -227,75 +281,42 @@ def _code_mosaic(code: np.ndarray) -> np.ndarray:
 
 def save_inspection_images(result, folder: str | Path, *, code: np.ndarray | None = None,
                            noisy: np.ndarray | None = None, title: str = "") -> list[Path]:
-    """Everything test.py shows about one inspected image, one PNG per view plus panel.png with all of them.
+    """Everything test.py shows about one inspected image: one PNG per picture, and panel.png with all of them.
 
     `result` is a utils.inspector.InspectionResult; `code` the encoder output for the image; `noisy` the
-    denoising-style noisy input (only for runs trained with --noise).
+    denoising-style noisy input (only for runs trained with --noise). Files, in panel order: input, noisy,
+    reconstruction, code, residual, defect (the binary mask), overlay (result_pictures' "defect" picture), panel.
     """
     folder = Path(folder)
-    views = [("input", result.input, None), ("reconstruction", result.reconstruction, None)]
+    pictures = result_pictures(result)
+    views = {"input": pictures["input"]}
     if noisy is not None:
-        views.insert(1, ("noisy", noisy, None))
+        views["noisy"] = to_rgb8(noisy)
+    views["reconstruction"] = pictures["reconstruction"]
     if code is not None:
-        views.append(("code", _code_mosaic(code), "gray"))
-    written = [_save_single_image(image, folder / f"{name}.png", cmap=cmap) for name, image, cmap in views]
-    written.append(_save_single_image(result.defect_mask.astype(np.float32), folder / "defect.png"))
-    written.append(_save_residual(result.residual_map, folder / "residual.png"))
-    written.append(_save_overlay(result, folder / "overlay.png"))
+        views["code"] = to_rgb8(_code_mosaic(code))
+    # The file names predate the MQTT kinds: here defect.png is the bare mask and overlay.png the defect picture.
+    views.update(residual=pictures["residual"], defect=to_rgb8(result.defect_mask), overlay=pictures["defect"])
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, picture in views.items():
+        written.append(folder / f"{name}.png")
+        written[-1].write_bytes(png_bytes(picture))
     written.append(_save_panel(result, views, folder / "panel.png", title=title))
     return written
 
 
-def _save_residual(residual_map: np.ndarray, path: Path) -> Path:
-    figure = Figure(figsize=(4.2, 3.6))
-    axes = figure.add_subplot()
-    shown = axes.imshow(residual_map, cmap="inferno", vmin=0.0, vmax=max(1.0, float(residual_map.max())))
-    figure.colorbar(shown, ax=axes, label="1 − SSIM")
-    axes.set_axis_off()
-    axes.set_title("residual map")
-    figure.tight_layout()
-    return _save(figure, path)
-
-
-def _overlay_axes(axes, result) -> None:
-    """Input with defect contours (red) and the box of every blob of at least min_area (yellow)."""
-    image, cmap = _display_image(result.input)
-    axes.imshow(image, cmap=cmap, vmin=0.0, vmax=1.0)
-    if result.defect_mask.any():
-        axes.contour(result.defect_mask.astype(np.float32), levels=[0.5], colors=PREDICTED_COLOR, linewidths=1.0)
-    large = [blob.bbox for blob in result.blobs if blob.area >= result.min_area] or [b.bbox for b in result.blobs[:1]]
-    _draw_boxes(axes, large, "yellow")
-    axes.set_axis_off()
-
-
-def _save_overlay(result, path: Path) -> Path:
-    figure = Figure(figsize=(4, 4))
-    axes = figure.add_subplot()
-    _overlay_axes(axes, result)
-    axes.set_title(f"{result.verdict}  score {result.score:.3g}")
-    figure.tight_layout()
-    return _save(figure, path)
-
-
-def _save_panel(result, views: list, path: Path, *, title: str) -> Path:
-    """All views side by side; verdict, score and threshold in the title."""
-    panels = len(views) + 3
-    figure = Figure(figsize=(2.6 * panels, 3.2))
-    for index, (name, image, cmap) in enumerate(views):
-        axes = figure.add_subplot(1, panels, index + 1)
-        shown, default_cmap = _display_image(image) if cmap is None else (image, cmap)
-        axes.imshow(shown, cmap=cmap or default_cmap, vmin=0.0, vmax=1.0)
+def _save_panel(result, views: Mapping[str, np.ndarray], path: Path, *, title: str) -> Path:
+    """The pictures side by side with their names, the heat map's colour bar, verdict and score in the title."""
+    figure = Figure(figsize=(2.6 * len(views) + 0.6, 3.2))
+    for index, (name, picture) in enumerate(views.items()):
+        axes = figure.add_subplot(1, len(views), index + 1)
+        axes.imshow(picture, interpolation="nearest")
         axes.set_title(name)
         axes.set_axis_off()
-    residual_axes = figure.add_subplot(1, panels, len(views) + 1)
-    residual_axes.imshow(result.residual_map, cmap="inferno", vmin=0.0, vmax=max(1.0, float(result.residual_map.max())))
-    residual_axes.set_title("residual")
-    residual_axes.set_axis_off()
-    defect_axes = figure.add_subplot(1, panels, len(views) + 2)
-    defect_axes.imshow(result.defect_mask, cmap="gray", vmin=0, vmax=1)
-    defect_axes.set_title("defect")
-    defect_axes.set_axis_off()
-    _overlay_axes(figure.add_subplot(1, panels, panels), result)
+        if name == "residual":
+            scale = ScalarMappable(Normalize(*result.display_range), cmap=HEAT_MAP_COLORS)
+            figure.colorbar(scale, ax=axes, label=f"{result.map_name} anomaly map", fraction=0.046, pad=0.04)
     figure.suptitle(f"{title}  {result.verdict}: score {result.score:.4g} (threshold {result.threshold:.4g}, "
                     f"largest blob {result.max_blob_area:.0f} px, min {result.min_area} px, {result.rule} rule)")
     figure.tight_layout()
