@@ -38,15 +38,23 @@ def parse_args() -> argparse.Namespace:
 
 
 def make_run(args: argparse.Namespace):
-    """The run to benchmark: loaded from --model, or an untrained model with a nominal calibration."""
+    """The run to benchmark: loaded from --model, or an untrained model with a nominal calibration, written as a
+    run folder in a temporary folder and loaded like any other (load_run is the one way to a run)."""
     import models
-    from utils.run import Run, load_run
+    from utils import run as run_module
+    from utils.preprocessing import Stretch
 
     if args.model:
-        return load_run(args.model)
-    autoencoder, encoder = models.build(args.architecture, (args.size, args.size, 1))
-    config = {"model": args.architecture, "input_shape": [args.size, args.size, 1], "color_mode": "grayscale"}
-    return Run(Path(tempfile.mkdtemp()), autoencoder, encoder, config, {"threshold": 0.5, "min_area": 85})
+        return run_module.load_run(args.model)
+    preprocessing = Stretch(size=args.size, color_mode="grayscale")
+    autoencoder, encoder = models.build(args.architecture, preprocessing.input_shape)
+    folder = Path(tempfile.mkdtemp(prefix="aivision-bench-"))
+    run_module.save_model(autoencoder, folder / run_module.MODEL_FILE)
+    run_module.write_json(folder / run_module.CONFIG_FILE, {
+        "model": args.architecture, "input_shape": list(preprocessing.input_shape),
+        "preprocessing": preprocessing.record(), "status": "untrained"})
+    run_module.write_json(folder / run_module.CALIBRATION_FILE, {"threshold": 0.5, "min_area": 85})
+    return run_module.load_run(folder)
 
 
 def demo_images(count: int, size: int) -> list:

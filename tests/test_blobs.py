@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import skimage.exposure
 
-from utils.blobs import Blob, blob_score, decide, find_blobs, largest_blob_area, lowest_clean_threshold
+from oracles import lowest_clean_threshold
+from utils.blobs import Blob, blob_score, decide, find_blobs, largest_blob_area
 
 
 def two_rectangles_and_a_diagonal() -> np.ndarray:
@@ -180,5 +181,3 @@ def test_decide_rejects_bad_maps():
         decide(np.zeros((1, 32, 32)), threshold=0.5, min_area=5)
     with pytest.raises(ValueError, match="finite"):
         decide(np.full((8, 8), np.nan), threshold=0.5, min_area=5)
-    with pytest.raises(ValueError, match="empty"):
-        lowest_clean_threshold([], min_area=5)

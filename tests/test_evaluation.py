@@ -11,9 +11,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from test_train import run_script
-from utils import metrics
-from utils.evaluation import (METRIC_KEYS, RESULT_FILES, DecisionRecord, PixelScores, dataset_name, evaluate,
-                              WORST_PER_KIND)
+from utils.evaluation import METRIC_KEYS, RESULT_FILES, WORST_PER_KIND, DecisionRecord, dataset_name, evaluate
 from utils.data import find_test_items
 
 CSV_COLUMNS = ["path", "defect", "label", "verdict", "score", "max_blob_area", "iou_bbox", "iou_bbox_regions",
@@ -37,43 +35,7 @@ def calibrated_results(tiny_run, tiny_demo):
     return result, tiny_run / "results" / tiny_demo.name
 
 
-# ---------------------------------------------------------------- bounded pixel metrics
-
-
-def random_masks_and_maps(seed: int, count: int = 8, size: int = 40):
-    rng = np.random.default_rng(seed)
-    masks, maps = [], []
-    for index in range(count):
-        mask = np.zeros((size, size), bool)
-        for _ in range(index % 3):  # good images (no region), one region, two regions
-            y, x = rng.integers(0, size - 10, 2)
-            mask[y:y + rng.integers(2, 9), x:x + rng.integers(2, 9)] = True
-        maps.append((rng.random((size, size)) * 0.6 + mask * rng.random() * 0.5).astype(np.float32))
-        masks.append(mask)
-    return masks, maps
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_histogram_pixel_metrics_equal_full_map_metrics(seed):
-    masks, maps = random_masks_and_maps(seed)
-    scores = PixelScores()
-    for mask, residual_map in zip(masks, maps):
-        scores.add(residual_map, mask)
-    assert scores.auroc() == pytest.approx(metrics.pixel_auroc(masks, maps), abs=1e-4)
-    assert scores.aupro() == pytest.approx(metrics.aupro(masks, maps, num_thresholds=20000), abs=1e-4)
-    fpr, pro = scores.pro_curve()
-    assert fpr[0] == pro[0] == 0.0 and fpr[-1] == pytest.approx(1.0) and pro[-1] == pytest.approx(1.0)
-    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(pro) >= 0)
-
-
-def test_pixel_metrics_are_null_without_defective_pixels_and_perfect_when_separated():
-    scores = PixelScores()
-    scores.add(np.full((8, 8), 0.1, np.float32), np.zeros((8, 8), bool))
-    assert scores.auroc() is None and scores.aupro() is None and scores.pro_curve() is None
-    mask = np.zeros((8, 8), bool)
-    mask[2:4, 2:4] = True
-    scores.add(np.where(mask, 0.9, 0.1).astype(np.float32), mask)
-    assert scores.auroc() == 1.0 and scores.aupro() == pytest.approx(1.0)
+# ---------------------------------------------------------------- bookkeeping
 
 
 def test_worst_images_kept_are_the_lowest_scored_defective_and_highest_scored_good():

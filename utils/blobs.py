@@ -3,9 +3,10 @@
 Two decision rules, chosen by name in :func:`decide`:
 
 * ``"calibrated"`` (default): pixels with ``residual ≥ threshold`` are defective; the part is NOK when one
-  8-connected blob of them covers at least ``min_area`` pixels. Threshold and min_area come from calibration on
-  defect-free images (:func:`lowest_clean_threshold`). Its continuous score is :func:`blob_score`, the highest
-  threshold at which the map still holds such a blob, so ``NOK ⇔ score ≥ threshold`` exactly.
+  8-connected blob of them covers at least ``min_area`` pixels. Its continuous score is :func:`blob_score`, the
+  highest threshold at which the map still holds such a blob, so ``NOK ⇔ score ≥ threshold`` exactly.
+  Threshold and min_area come from ``utils.calibration``, on defect-free images: for a given min_area, the
+  threshold is :func:`threshold_above` the highest blob score among them, so every one of them passes.
 * ``"seed"``: the project's original per-image rule, kept unchanged for comparison (see :func:`_decide_seed`).
 """
 
@@ -123,21 +124,6 @@ def _score_candidates(residual_map: np.ndarray, min_area: int) -> np.ndarray:
         eroded = cv2.erode(residual_map, np.ones((side, side), np.uint8))  # the k×k minimum around each pixel
         lower = eroded[half:residual_map.shape[0] - half, half:residual_map.shape[1] - half].max()
     return np.unique(flat[(flat >= lower) & (flat <= upper)])
-
-
-def lowest_clean_threshold(residual_maps, *, min_area: int) -> float:
-    """Lowest threshold at which no map holds a blob of ≥ min_area pixels (MVTec AD calibration on good images).
-
-    That is just above the highest :func:`blob_score` of the maps: the next float32 above it, so the margin
-    survives maps and thresholds kept in float32 as well as float64.
-
-    Args:
-        residual_maps: an N×H×W array or a sequence of H×W maps of defect-free images (N ≥ 1).
-        min_area: blob size in pixels that makes a part NOK.
-    """
-    if len(residual_maps) == 0:
-        raise ValueError("residual_maps is empty: calibration needs at least one defect-free map")
-    return threshold_above(max(blob_score(residual_map, min_area) for residual_map in residual_maps))
 
 
 def threshold_above(score: float) -> float:

@@ -5,15 +5,15 @@
 
 Images stream from disk in batches through one Inspector (the same path from image to verdict as test.py and
 main.py). With ``decision="both"`` the network runs once per batch; the second rule is applied to the same
-residual maps by a second Inspector's ``decide``.
+anomaly maps by a second Inspector's ``decide``.
 
 Memory stays nearly flat in the number of images: what grows is one per_image.csv row per image and rule, kept
 as a small dict (under 1 KiB). Everything else is bounded:
 
-* pixel AUROC and AUPRO come from :class:`PixelScores`: histograms of residual values over [0, 2] (the range
-  of 1 − SSIM) in 65,536 bins, i.e. 1.5 MiB whatever the set's size, with a bin width of 3e-5 (finer than
-  float16 maps would keep). Pixels in one bin count as tied, so both metrics equal those of
-  ``utils.metrics`` on the full maps to about 1e-4;
+* pixel AUROC and AUPRO come from :class:`utils.metrics.PixelScores`, fed one anomaly map at a time: three
+  histograms whose bins follow the float32 representation of the map values, so maps of any range (1 − SSIM,
+  L2, logits) are binned at 0.05 % of their values' magnitude, in 24 MiB whatever the set's size. Pixels in
+  one bin count as tied; both metrics stay within about 1e-5 of their full-map values;
 * the overlay grid keeps only the 4 worst defective and 4 worst good images per decision (their model-size
   inputs: 8 × size² × channels × 4 bytes, 2 MiB at 256 px grayscale);
 * a batch in flight holds batch_size decoded images, inputs, reconstructions, maps and masks.
@@ -32,13 +32,13 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from utils import data as data_module
 from utils import metrics as metrics_module
 from utils import plots
+from utils.metrics import FPR_LIMIT, PixelScores
 from utils.run import write_json
 
 log = logging.getLogger(__name__)
@@ -50,80 +50,7 @@ METRIC_KEYS = ("n_images", "image_auroc", "pixel_auroc", "aupro", "iou_bbox_mean
 CSV_COLUMNS = ("path", "defect", "label", "verdict", "score", "max_blob_area", "iou_bbox", "iou_bbox_regions",
                "iou_mask")
 RESULT_FILES = ("metrics.json", "per_image.csv", "roc.png", "pro.png", "score_histogram.png", "worst_overlays.png")
-FPR_LIMIT = 0.3  # AUPRO is integrated up to this pixel false-positive rate (Bergmann et al.)
-HISTOGRAM_BINS = 65536
-RESIDUAL_RANGE = (0.0, 2.0)  # 1 − SSIM lies in [0, 2]; values outside are clipped into the end bins
 WORST_PER_KIND = 4  # overlay grid: this many worst defective and worst good images
-
-
-# ---------------------------------------------------------------- pixel metrics in bounded memory
-
-
-class PixelScores:
-    """Pixel AUROC and AUPRO accumulated image by image in fixed memory (three histograms of residual values).
-
-    For AUPRO, each defective pixel is weighted 1 / (area of its 8-connected ground-truth region), so the weights
-    at or above a threshold sum, over all images, to the number of regions times the mean covered fraction: the
-    per-region overlap of Bergmann et al. (as ``utils.metrics.pro_curve``, and anomalib).
-    """
-
-    def __init__(self, *, bins: int = HISTOGRAM_BINS, value_range: tuple[float, float] = RESIDUAL_RANGE):
-        if not isinstance(bins, int) or bins < 2:
-            raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
-        if not value_range[1] > value_range[0]:
-            raise ValueError(f"value_range must be (low, high) with high > low, got {value_range!r}")
-        self.bins, self.value_range = bins, (float(value_range[0]), float(value_range[1]))
-        self.good_counts = np.zeros(bins, np.int64)  # pixels outside every ground-truth region
-        self.defective_counts = np.zeros(bins, np.int64)
-        self.region_weights = np.zeros(bins, np.float64)
-        self.region_count = 0
-
-    def add(self, residual_map: np.ndarray, mask: np.ndarray) -> None:
-        """Count one H×W map (finite floats) against its H×W ground-truth mask (non-zero = defective)."""
-        residual_map, mask = np.asarray(residual_map), np.asarray(mask) != 0
-        if residual_map.shape != mask.shape or residual_map.ndim != 2:
-            raise ValueError(f"residual_map {residual_map.shape} and mask {mask.shape} must be one H×W shape")
-        low, high = self.value_range
-        scaled = (residual_map.astype(np.float64) - low) * (self.bins / (high - low))
-        indices = np.clip(np.floor(scaled), 0, self.bins - 1).astype(np.int64)
-        self.good_counts += np.bincount(indices[~mask], minlength=self.bins)
-        if not mask.any():
-            return
-        count, regions = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-        areas = np.bincount(regions[mask], minlength=count)
-        self.defective_counts += np.bincount(indices[mask], minlength=self.bins)
-        self.region_weights += np.bincount(indices[mask], weights=1.0 / areas[regions[mask]], minlength=self.bins)
-        self.region_count += count - 1
-
-    def auroc(self) -> float | None:
-        """Pixel AUROC (scikit-learn, pixels weighted by bin counts); None without defective or good pixels."""
-        from sklearn.metrics import roc_auc_score
-
-        if not self.good_counts.any() or not self.defective_counts.any():
-            return None
-        good_bins, defective_bins = np.flatnonzero(self.good_counts), np.flatnonzero(self.defective_counts)
-        labels = np.concatenate([np.zeros(good_bins.size), np.ones(defective_bins.size)])
-        weights = np.concatenate([self.good_counts[good_bins], self.defective_counts[defective_bins]])
-        return float(roc_auc_score(labels, np.concatenate([good_bins, defective_bins]), sample_weight=weights))
-
-    def pro_curve(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """(fpr, pro), both non-decreasing from (0, 0) to (1, 1), one point per bin edge where either changes.
-
-        None without ground-truth regions or good pixels.
-        """
-        if self.region_count == 0 or not self.good_counts.any():
-            return None
-        occupied = np.flatnonzero(self.good_counts + self.defective_counts)[::-1]  # thresholds, descending
-        good_above = np.cumsum(self.good_counts[::-1])[::-1]  # good pixels at or above each bin
-        weight_above = np.cumsum(self.region_weights[::-1])[::-1]
-        fpr = np.concatenate([[0.0], good_above[occupied] / self.good_counts.sum()])
-        pro = np.concatenate([[0.0], weight_above[occupied] / self.region_count])
-        return fpr, np.clip(pro, 0.0, 1.0)
-
-    def aupro(self, *, fpr_limit: float = FPR_LIMIT) -> float | None:
-        """Area under the PRO curve up to ``fpr_limit``, normalised to [0, 1]; None as :meth:`pro_curve`."""
-        curve = self.pro_curve()
-        return None if curve is None else metrics_module.integrate_pro_curve(*curve, fpr_limit=fpr_limit)
 
 
 # ---------------------------------------------------------------- per-decision bookkeeping
@@ -194,37 +121,36 @@ class StreamState:
     order: itertools.count = field(default_factory=itertools.count)
 
 
-def read_item(item: data_module.TestItem, size: int, state: StreamState) -> tuple | None:
-    """(decoded image, ground-truth mask at model size or None when unknown), or None when unreadable."""
+def read_item(item: data_module.TestItem, preprocessing, state: StreamState) -> tuple | None:
+    """(decoded image, ground-truth mask at model resolution or None when unknown), or None when unreadable."""
     try:
         image = data_module.decode_image(item.path)
-        if not item.is_defective:
-            return image, data_module.load_mask(None, size=size)
-        if item.mask_path is None:
+        if item.is_defective and item.mask_path is None:
             state.missing_masks += 1
             return image, None
-        return image, data_module.load_mask(item.mask_path, size=size)
-    except ValueError as error:  # decode_image and load_mask name the file in their message
+        # A good image has no mask file: decode_mask(None) is None, which mask_to_model makes all good.
+        return image, preprocessing.mask_to_model(data_module.decode_mask(item.mask_path))
+    except ValueError as error:  # decode_image (also behind decode_mask) names the file in its message
         log.warning("Skipping: %s", error)
         state.skipped.append(f"{item.path}: {error}")
         return None
 
 
 def process_batch(batch: list[data_module.TestItem], inspectors: dict, state: StreamState) -> None:
-    """Inspect one batch with the first Inspector; apply the other rule (if any) to the same residual maps."""
+    """Inspect one batch with the first Inspector; apply the other rule (if any) to the same anomaly maps."""
     primary, *others = inspectors
-    size = inspectors[primary].size
-    loaded = [(item, *read) for item in batch if (read := read_item(item, size, state)) is not None]
+    preprocessing = inspectors[primary].preprocessing
+    loaded = [(item, *read) for item in batch if (read := read_item(item, preprocessing, state)) is not None]
     if not loaded:
         return
     results = inspectors[primary].inspect([image for _, image, _ in loaded])
     for (item, _, ground_truth), result in zip(loaded, results):
         if ground_truth is not None:
-            state.pixels.add(result.residual_map, ground_truth)
+            state.pixels.add(result.anomaly_map, ground_truth)
         boxes = [] if ground_truth is None else [box for _, box in metrics_module.component_boxes(ground_truth)]
         order = next(state.order)
         for decision in (primary, *others):
-            outcome = result if decision == primary else inspectors[decision].decide(result.residual_map)
+            outcome = result if decision == primary else inspectors[decision].decide(result.anomaly_map)
             state.records[decision].add(image_row(item, outcome, ground_truth), outcome, result.input, boxes, order)
 
 
@@ -437,7 +363,7 @@ def evaluate(model: str | Path | None, data: str | Path, *, decision: str = "cal
     Args:
         model: run folder, or None for the newest run.
         data: MVTec-layout root (holding test/, optionally ground_truth/) or its test/ folder.
-        decision: "calibrated", "seed" or "both" (both rules on the same residual maps, side by side).
+        decision: "calibrated", "seed" or "both" (both rules on the same anomaly maps, side by side).
         batch_size: images per batch through the network (>= 1).
     """
     if decision not in DECISION_CHOICES:
@@ -449,7 +375,7 @@ def evaluate(model: str | Path | None, data: str | Path, *, decision: str = "cal
     state = stream(items, inspectors, batch_size=batch_size)
     folder = next(iter(inspectors.values())).run.path / "results" / dataset_name(data)
     curve, pixel_auroc = state.pixels.pro_curve(), state.pixels.auroc()
-    aupro = None if curve is None else metrics_module.integrate_pro_curve(*curve, fpr_limit=FPR_LIMIT)
+    aupro = state.pixels.aupro(fpr_limit=FPR_LIMIT)
     evaluations, notes = {}, []
     for rule, record in state.records.items():
         metrics = decision_metrics(record, pixel_auroc, aupro)
