@@ -16,6 +16,7 @@ import sys
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from utils.blobs import SEED_MIN_AREA
     from utils.config import add_options
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -25,7 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     calibration = parser.add_argument_group("calibration (runs automatically after training)")
     calibration.add_argument("--calibrate", metavar="RUN", help="redo RUN's calibration without training")
     calibration.add_argument("--min-area", type=int, help="minimum defect blob area in pixels at model size "
-                             "(default: 85 px at 256², scaled with the image area)")
+                             f"(default: {SEED_MIN_AREA} px at 256², scaled with the image area)")
     calibration.add_argument("--finetune", metavar="DIR", help="with --calibrate: labelled images (good/ and "
                              "<defect>/ sub-folders) to tune min area and threshold for the best balanced "
                              "accuracy. Never use the images you will report results on: keep a separate "

@@ -39,7 +39,7 @@ from utils import data as data_module
 from utils import metrics as metrics_module
 from utils import plots
 from utils.metrics import FPR_LIMIT, PixelScores
-from utils.run import write_json
+from utils.run import DEFAULT_RUNS_DIR, write_json
 
 log = logging.getLogger(__name__)
 
@@ -357,7 +357,7 @@ def build_inspectors(model: str | Path | None, rules: tuple[str, ...], *, batch_
 
 
 def evaluate(model: str | Path | None, data: str | Path, *, decision: str = "calibrated", batch_size: int = 8,
-             runs_dir: str | Path = "saved_models") -> EvaluationReport:
+             runs_dir: str | Path = DEFAULT_RUNS_DIR) -> EvaluationReport:
     """Evaluate run `model` (None: the newest in `runs_dir`) on the labelled set `data` and write the results.
 
     Args:
