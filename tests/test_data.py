@@ -1,4 +1,5 @@
-"""Loaders: MVTec layout and plain folders, mixed sizes, a corrupt file, masks staying aligned, the split."""
+"""Loaders: MVTec layout and plain folders, mixed sizes, a corrupt file, masks staying aligned, the split, and the
+training pipeline (the painters themselves are tested in test_defects.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +9,9 @@ import numpy as np
 import pytest
 
 from utils import data
+from utils.preprocessing import Stretch
+
+GRAY_32 = Stretch(size=32, color_mode="grayscale")
 
 
 def write_image(path: Path, height: int, width: int, value: int = 128, channels: int = 3) -> Path:
@@ -55,10 +59,12 @@ def test_decode_names_the_corrupt_file(tmp_path):
 
 
 @pytest.mark.parametrize("color_mode, channels", [("grayscale", 1), ("rgb", 3)])
-def test_prepare_image_any_size_to_square_unit_range(color_mode, channels):
+def test_color_mode_keeps_the_size_and_model_inputs_are_square_unit_range(color_mode, channels):
     for shape in [(100, 37), (13, 200, 3), (64, 64, 1)]:
         image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-        prepared = data.prepare_image(image, size=32, color_mode=color_mode)
+        converted = data.to_color_mode(image, color_mode)
+        assert converted.shape == shape[:2] + (channels,) and converted.dtype == np.uint8
+        prepared = Stretch(size=32, color_mode=color_mode).to_model(image)
         assert prepared.shape == (32, 32, channels) and prepared.dtype == np.float32
         assert 0.0 <= prepared.min() and prepared.max() <= 1.0
 
@@ -69,8 +75,10 @@ def test_mask_stays_aligned_with_its_image(tmp_path):
     image[30:60, 150:210] = 255
     cv2.imwrite(str(tmp_path / "img.png"), image)
     cv2.imwrite(str(tmp_path / "img_mask.png"), image)
-    resized = data.load_image(tmp_path / "img.png", size=64, color_mode="grayscale")[:, :, 0] > 0.5
-    mask = data.load_mask(tmp_path / "img_mask.png", size=64)
+    preprocessing = Stretch(size=64, color_mode="grayscale")
+    photo = data.decode_image(tmp_path / "img.png")
+    resized = preprocessing.to_model(photo)[:, :, 0] > 0.5
+    mask = preprocessing.mask_for(data.decode_mask(tmp_path / "img_mask.png"), photo.shape)
     assert mask.sum() > 0
     assert (resized != mask).sum() <= 0.1 * mask.sum()
 
@@ -90,8 +98,8 @@ def test_pipeline_streams_mixed_sizes_and_skips_a_corrupt_file(tmp_path):
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"\xff\xd8\xff\xe0 truncated")
     skipped: set[str] = set()
-    train, validation = data.training_datasets(files[:4] + [corrupt], files[4:], size=16, color_mode="rgb",
-                                               batch_size=2, seed=0, skipped=skipped)
+    train, validation = data.training_datasets(files[:4] + [corrupt], files[4:], batch_size=2, seed=0,
+                                               preprocessing=Stretch(size=16, color_mode="rgb"), skipped=skipped)
     train_batches = [inputs.numpy() for inputs, targets in train]
     assert sum(len(batch) for batch in train_batches) == 4
     assert all(batch.shape[1:] == (16, 16, 3) for batch in train_batches)
@@ -103,8 +111,7 @@ def test_pipeline_streams_mixed_sizes_and_skips_a_corrupt_file(tmp_path):
 
 def test_denoising_input_is_noisy_and_target_clean(tmp_path):
     files = [write_image(tmp_path / f"{index}.png", 32, 32, value=100) for index in range(4)]
-    train, _ = data.training_datasets(files[:3], files[3:], size=32, color_mode="grayscale", batch_size=3,
-                                      seed=0, noise=True)
+    train, _ = data.training_datasets(files[:3], files[3:], preprocessing=GRAY_32, batch_size=3, seed=0, noise=True)
     inputs, targets = next(iter(train))
     np.testing.assert_allclose(targets.numpy(), 100 / 255, atol=1e-6)
     difference = inputs.numpy() - targets.numpy()
@@ -112,18 +119,21 @@ def test_denoising_input_is_noisy_and_target_clean(tmp_path):
     assert (inputs.numpy() >= 0.999).sum() >= 3  # at least one saturated bright line per image (clipping aside)
 
 
-def test_synthetic_defects_paint_small_blobs_and_keep_the_rest():
+def test_training_triple_masks_exactly_where_the_input_was_damaged():
     import tensorflow as tf
 
-    tf.random.set_seed(3)
-    image = tf.constant(np.random.default_rng(0).uniform(0.2, 0.8, (64, 64, 1)).astype(np.float32))  # any
-    for _ in range(30):  # turned or shifted copy of it differs from it at almost every pixel
-        damaged = data.add_synthetic_defects(image, probability=1.0, max_coverage=0.04).numpy()
-        changed = np.abs(damaged - image.numpy())[:, :, 0] > 1e-6
-        assert damaged.shape == (64, 64, 1) and 0.0 <= damaged.min() and damaged.max() <= 1.0
-        assert 0 < changed.sum() <= 0.08 * 64 * 64  # a blob or a stroke, at most the coverage plus a soft rim
-    untouched = data.add_synthetic_defects(image, probability=0.0).numpy()
-    np.testing.assert_array_equal(untouched, image.numpy())
+    image = tf.constant(np.random.default_rng(0).uniform(0.2, 0.8, (32, 32, 1)).astype(np.float32))
+    make_triple = data.training_triple(noise=False, defects=True)
+    damaged_count = 0
+    for seed in range(8):
+        inputs, targets, masks = (tensor.numpy() for tensor in make_triple(image, tf.constant([seed, 0])))
+        np.testing.assert_array_equal(targets, image.numpy())
+        assert masks.shape == (32, 32, 1)
+        np.testing.assert_array_equal(masks > 0, inputs != targets)
+        damaged_count += bool(masks.any())
+    assert 0 < damaged_count < 8  # each image is damaged with probability 1/2
+    clean_inputs, _, clean_masks = data.training_triple(noise=True, defects=False)(image, tf.constant([0, 0]))
+    assert not clean_masks.numpy().any() and not np.array_equal(clean_inputs.numpy(), image.numpy())
 
 
 def test_defect_removal_training_damages_inputs_only_and_repeatably(tmp_path):
@@ -135,11 +145,11 @@ def test_defect_removal_training_damages_inputs_only_and_repeatably(tmp_path):
     for index in range(5):  # textured, so that every painted defect changes pixels whatever fills it
         files.append(tmp_path / f"{index}.png")
         cv2.imwrite(str(files[-1]), (40 + 50 * index + rng.integers(-10, 11, (32, 32))).astype(np.uint8))
-    clean = {round(float(data.load_image(path, size=32, color_mode="grayscale").mean()), 4) for path in files[:4]}
+    clean = {round(float(GRAY_32.to_model(data.decode_image(path)).mean()), 4) for path in files[:4]}
 
     def epochs(seed: int, count: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
-        train, _ = data.training_datasets(files[:4], files[4:], size=32, color_mode="grayscale", batch_size=4,
-                                          seed=seed, defects=True)
+        train, _ = data.training_datasets(files[:4], files[4:], preprocessing=GRAY_32, batch_size=4, seed=seed,
+                                          defects=True)
         return [(inputs.numpy(), targets.numpy()) for _ in range(count) for inputs, targets in train]
 
     first = epochs(0)
@@ -149,8 +159,8 @@ def test_defect_removal_training_damages_inputs_only_and_repeatably(tmp_path):
         damaged_images += int((np.abs(inputs - targets).reshape(4, -1).max(axis=1) > 0.01).sum())
     assert 0 < damaged_images < 20  # each image is damaged with probability 1/2
     assert all(np.array_equal(a[0], b[0]) for a, b in zip(first, epochs(0)))  # the same seed repeats the draws
-    _, validation = data.training_datasets(files[:4], files[4:], size=32, color_mode="grayscale", batch_size=4,
-                                           seed=0, defects=True)
+    _, validation = data.training_datasets(files[:4], files[4:], preprocessing=GRAY_32, batch_size=4, seed=0,
+                                           defects=True)
     (inputs, targets), = list(validation)
     np.testing.assert_array_equal(inputs.numpy(), targets.numpy())
 
@@ -163,8 +173,8 @@ def test_synthetic_defects_are_drawn_anew_every_epoch(tmp_path):
     files = [tmp_path / f"{index}.png" for index in range(5)]
     for path in files:  # identical images, so that shuffling alone cannot make two epochs differ
         cv2.imwrite(str(path), texture)
-    train, _ = data.training_datasets(files[:4], files[4:], size=32, color_mode="grayscale", batch_size=4,
-                                      seed=0, defects=True, noise=True)
+    train, _ = data.training_datasets(files[:4], files[4:], preprocessing=GRAY_32, batch_size=4, seed=0,
+                                      defects=True, noise=True)
     epochs = [np.concatenate([inputs.numpy() for inputs, _ in train]) for _ in range(3)]
     # The first epoch fills the cache; stateful random ops could repeat their draws from the second epoch on.
     assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])

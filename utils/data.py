@@ -2,6 +2,8 @@
 
 Every image the tool touches is decoded here (`decode_image`: uint8, RGB order) and brought to the run's colour
 mode (`to_color_mode`); the run's preprocessing step (utils/preprocessing.py) then maps it to model inputs.
+`training_datasets` streams them for fitting, damaged by `training_triple` with the training-time painters of
+utils/defects.py (synthetic defects with their masks, denoising noise), which this module re-exports.
 
 Two layouts are understood:
 
@@ -18,6 +20,10 @@ from typing import Sequence
 
 import cv2
 import numpy as np
+
+# Every painter lives in utils/defects; training_triple paints with these, and callers (test.py) still import
+# add_denoising_noise from here.
+from utils.defects import add_denoising_noise, add_synthetic_defects, random_seeds
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 COLOR_MODES = ("grayscale", "rgb")
@@ -181,7 +187,8 @@ def decode_mask(path: str | Path | None) -> np.ndarray | None:
 
 
 def image_dataset(files: Sequence[Path], *, preprocessing, skipped: set[str]):
-    """Stream `files` from disk as uint8 model-input tensors (``preprocessing.to_model_uint8``), in order.
+    """Stream `files` from disk as uint8 training-input tensors (``preprocessing.to_model_uint8``), in order: of
+    the model's input shape, or whole (scaled) photos of any size for tiles, which are cropped later.
 
     A file that cannot be decoded is skipped with a warning naming it and added to `skipped`, so the caller can
     report how many were lost; the pipeline goes on.
@@ -189,6 +196,8 @@ def image_dataset(files: Sequence[Path], *, preprocessing, skipped: set[str]):
     import tensorflow as tf
 
     shape = preprocessing.input_shape
+    if preprocessing.mode == "tiles":
+        shape = (None, None, shape[2])
 
     def load(path_tensor):
         path = path_tensor.numpy().decode()
@@ -198,7 +207,7 @@ def image_dataset(files: Sequence[Path], *, preprocessing, skipped: set[str]):
             if path not in skipped:
                 log.warning("Skipping: %s", error)
                 skipped.add(path)
-            return np.zeros(shape, np.uint8), False
+            return np.zeros(preprocessing.input_shape, np.uint8), False
 
     def load_in_graph(path):
         image, readable = tf.py_function(load, [path], [tf.uint8, tf.bool])
@@ -240,120 +249,6 @@ def make_augmenter(seed: int):
     )
 
 
-def random_seeds(seed, count: int):
-    """`count` independent stateless-RNG seeds (count × 2 int64) from one: `seed` is a shape-[2] integer tensor,
-    or None for a fresh random one. Stateless ops make a draw depend on its seed alone, so a training pipeline that
-    hands every element its own seed is repeatable however its map runs in parallel."""
-    import tensorflow as tf
-
-    if seed is None:
-        seed = tf.random.uniform([2], 0, 2**31 - 1, dtype=tf.int64)
-    return tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=count)
-
-
-def add_denoising_noise(image, *, max_lines: int = 3, sigma: float = 0.1, seed=None):
-    """The denoising input: 1–`max_lines` random bright line segments plus gaussian noise σ = `sigma`.
-
-    `image` is an H×W×C float tensor in [0, 1]; the result is clipped to [0, 1]. The target stays the clean image,
-    so the autoencoder learns to remove thin bright artefacts (as scratches look) rather than copy them. `seed`: a
-    shape-[2] integer tensor for a repeatable draw (see `random_seeds`), or None.
-    """
-    import tensorflow as tf
-
-    seeds = random_seeds(seed, 6)
-    height, width = image.shape[0], image.shape[1]
-    rows, cols = tf.meshgrid(tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32), indexing="ij")
-    per_line = [max_lines, 1, 1]  # broadcast one value per line over the pixel grid
-    start_x = tf.random.stateless_uniform(per_line, seeds[0], 0.0, float(width))
-    start_y = tf.random.stateless_uniform(per_line, seeds[1], 0.0, float(height))
-    angle = tf.random.stateless_uniform(per_line, seeds[2], 0.0, np.pi)
-    length = tf.random.stateless_uniform(per_line, seeds[3], 0.2, 0.6) * float(max(height, width))
-    offset_x, offset_y = cols[None] - start_x, rows[None] - start_y
-    along = tf.clip_by_value(offset_x * tf.cos(angle) + offset_y * tf.sin(angle), 0.0, length)
-    distance = tf.sqrt((offset_x - along * tf.cos(angle)) ** 2 + (offset_y - along * tf.sin(angle)) ** 2)
-    line_count = tf.random.stateless_uniform([], seeds[4], 1, max_lines + 1, dtype=tf.int32)
-    active = tf.range(max_lines) < line_count
-    on_line = tf.reduce_any((distance < 1.0) & tf.reshape(active, per_line), axis=0)[:, :, None]
-    noisy = tf.where(on_line, tf.ones_like(image), image)
-    noisy = noisy + tf.random.stateless_normal(tf.shape(image), seeds[5], stddev=sigma)
-    return tf.clip_by_value(noisy, 0.0, 1.0)
-
-
-def add_synthetic_defects(image, *, probability: float = 0.5, max_coverage: float = 0.04, seed=None):
-    """The defect-removal input: with `probability`, a random blob or stroke painted over the image.
-
-    `image` is an H×W×C float tensor in [0, 1]. Half the defects are blobs: the top 0.3 %–`max_coverage` of a
-    bicubically upsampled coarse random field (3–8 cells a side). The other half are strokes: a random quadratic
-    curve 1–3 px wide and 10–50 % of the image long (as scratches and cracks look). Both have soft edges and are
-    filled, at 50–100 % opacity, either with the image itself turned and shifted (foreign structure) or with a flat
-    random tone plus a little noise (a stain, rust, a dark crack, missing material). The target stays the clean
-    image, so the autoencoder learns to paint defects out instead of copying them, and the residual map lights up
-    where they are (after DRAEM's reconstructive training, Zavrtanik et al., ICCV 2021, without its texture set).
-    `seed`: a shape-[2] integer tensor for a repeatable draw (see `random_seeds`), or None.
-    """
-    import tensorflow as tf
-
-    seeds = random_seeds(seed, 10)
-    damage = tf.random.stateless_uniform([], seeds[9]) < probability
-    untouched = tf.zeros(tf.concat([tf.shape(image)[:2], [1]], axis=0), image.dtype)
-    return tf.cond(damage, lambda: _paint_defect(image, seeds, max_coverage=max_coverage),
-                   lambda: (image, untouched))
-
-
-def _paint_defect(image, seeds, *, max_coverage: float):
-    """(`image` with one blob or stroke painted on, its H×W×1 mask), every random choice drawn from `seeds`."""
-    import tensorflow as tf
-
-    height, width, channels = image.shape
-    is_blob = tf.random.stateless_uniform([], seeds[0]) < 0.5
-    mask = tf.cond(is_blob, lambda: _blob_mask(height, width, max_coverage=max_coverage, seed=seeds[1]),
-                   lambda: _stroke_mask(height, width, seed=seeds[2]))[:, :, None]
-    turns = tf.random.stateless_uniform([], seeds[3], 0, 4, dtype=tf.int32)
-    turned = tf.image.rot90(image, turns) if height == width else image
-    shift = tf.random.stateless_uniform([2], seeds[4], 0, max(height, width), dtype=tf.int32)
-    shifted = tf.roll(turned, shift=shift, axis=[0, 1])
-    flat_tone = (tf.random.stateless_uniform([1, 1, channels], seeds[5])
-                 + tf.random.stateless_normal([height, width, channels], seeds[6], stddev=0.03))
-    fill = tf.where(tf.random.stateless_uniform([], seeds[7]) < 0.5, shifted, flat_tone)
-    opacity = tf.random.stateless_uniform([], seeds[8], 0.5, 1.0) * mask
-    return tf.clip_by_value(image * (1.0 - opacity) + fill * opacity, 0.0, 1.0), mask
-
-
-def _blob_mask(height: int, width: int, *, max_coverage: float, seed):
-    """H×W float mask in [0, 1]: one or two smooth blobs covering 0.3 %–max_coverage of the image."""
-    import tensorflow as tf
-
-    seeds = random_seeds(seed, 3)
-    cells = tf.random.stateless_uniform([], seeds[0], 3, 9, dtype=tf.int32)
-    coarse = tf.random.stateless_uniform(tf.stack([1, cells, cells, 1]), seeds[1])
-    field = tf.image.resize(coarse, [height, width], method="bicubic")[0, :, :, 0]
-    coverage = tf.random.stateless_uniform([], seeds[2], 0.003, max_coverage)
-    descending = tf.sort(tf.reshape(field, [-1]), direction="DESCENDING")
-    cutoff = descending[tf.cast(coverage * height * width, tf.int32)]
-    return tf.clip_by_value((field - cutoff) / 0.02, 0.0, 1.0)  # 0.02: a soft edge a pixel or two wide
-
-
-def _stroke_mask(height: int, width: int, *, seed):
-    """H×W float mask in [0, 1]: a quadratic Bézier curve 1–3 px wide, 10–50 % of the image's side long."""
-    import tensorflow as tf
-
-    seeds = random_seeds(seed, 5)
-    side = float(max(height, width))
-    points = max(16, int(side) // 2)  # about a pixel apart along the longest stroke, so it has no gaps
-    start = tf.random.stateless_uniform([2], seeds[0]) * [float(height), float(width)]
-    angle = tf.random.stateless_uniform([], seeds[1], 0.0, 2.0 * np.pi)
-    length = tf.random.stateless_uniform([], seeds[2], 0.1, 0.5) * side
-    end = start + length * tf.stack([tf.sin(angle), tf.cos(angle)])
-    control = (start + end) / 2.0 + tf.random.stateless_normal([2], seeds[3], stddev=0.25) * length  # the bend
-    t = tf.linspace(0.0, 1.0, points)[:, None]
-    curve = (1 - t) ** 2 * start + 2 * (1 - t) * t * control + t ** 2 * end  # points × (row, col)
-    rows, cols = tf.meshgrid(tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32), indexing="ij")
-    distance = tf.reduce_min(tf.sqrt((rows[:, :, None] - curve[:, 0]) ** 2 + (cols[:, :, None] - curve[:, 1]) ** 2),
-                             axis=-1)
-    half_width = tf.random.stateless_uniform([], seeds[4], 0.5, 1.5)
-    return tf.clip_by_value(half_width + 0.5 - distance, 0.0, 1.0)
-
-
 def training_datasets(
     train_files: Sequence[Path],
     validation_files: Sequence[Path],
@@ -381,6 +276,8 @@ def training_datasets(
     skipped = set() if skipped is None else skipped
     train = image_dataset(train_files, preprocessing=preprocessing, skipped=skipped).cache()
     train = train.shuffle(max(1, len(train_files)), seed=seed, reshuffle_each_iteration=True).map(to_unit_float)
+    if preprocessing.mode == "tiles":
+        train = random_tiles(train, preprocessing.tile, seed=seed, new_each_epoch=True)
     if augment:
         augmenter = make_augmenter(seed)
 
@@ -395,8 +292,32 @@ def training_datasets(
     train = train.map(training_triple(noise=noise, defects=defects), num_parallel_calls=tf.data.AUTOTUNE)
     train = train.batch(batch_size).map(fit_example).prefetch(tf.data.AUTOTUNE)
     validation = image_dataset(validation_files, preprocessing=preprocessing, skipped=skipped).cache()
-    validation = validation.map(to_unit_float).map(_clean_triple)
+    validation = validation.map(to_unit_float)
+    if preprocessing.mode == "tiles":  # the same crops every epoch, so validation losses compare
+        validation = random_tiles(validation, preprocessing.tile, seed=seed, new_each_epoch=False)
+    validation = validation.map(_clean_triple)
     return train, validation.batch(batch_size).map(fit_example).prefetch(tf.data.AUTOTUNE)
+
+
+def random_tiles(photos, tile: int, *, seed: int, new_each_epoch: bool):
+    """Each photo (float H×W×C, at least tile × tile) → as many random tile × tile crops as tiles cover it once.
+
+    Any crop of any photo can be drawn, and none reaches outside the photo; the draws are stateless, fixed by
+    `seed`, and new every epoch when `new_each_epoch`."""
+    import tensorflow as tf
+
+    def crops(photo, photo_seed):
+        shape = tf.shape(photo)
+        count = ((shape[0] + tile - 1) // tile) * ((shape[1] + tile - 1) // tile)
+        seeds = tf.random.experimental.stateless_split(photo_seed, num=count)
+        size = tf.stack([tile, tile, shape[2]])
+        return tf.data.Dataset.from_tensor_slices(seeds).map(
+            lambda crop_seed: tf.image.stateless_random_crop(photo, size, crop_seed))
+
+    photo_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=new_each_epoch).batch(2)
+    channels = photos.element_spec.shape[-1]
+    cropped = tf.data.Dataset.zip(photos, photo_seeds).flat_map(crops)
+    return cropped.map(lambda image: tf.ensure_shape(image, (tile, tile, channels)))
 
 
 def training_triple(*, noise: bool, defects: bool):

@@ -7,8 +7,10 @@ derived from (seed, folder, index), so an image never depends on how many others
 Scene: a hex nut, a washer or a flanged plate with four bolt holes lies on a brushed-steel table. Each photo
 varies the part kind, pose (any rotation, a few percent of translation and scale), light (direction,
 elevation, brightness gradient, specular highlight), the machining texture (turned rings or brushed streaks)
-and sensor noise. Defects are painted on the part afterwards: the ground-truth mask is exactly the set of
-pixels a defect painted, and every pixel outside it is identical to the defect-free photo of the same part.
+and sensor noise. This module renders the parts (`render_part` → a `PartRender`) and writes the set; the
+defects are painted on the part afterwards by `utils.defects.paint_defect` (scratch, dent, rust, crack,
+missing material): the ground-truth mask is the set of pixels a defect painted, and every pixel outside it is
+identical to the defect-free photo of the same part.
 
 Layout written by `generate_demo_set`::
 
@@ -17,8 +19,18 @@ Layout written by `generate_demo_set`::
     root/test/<defect>/000.png …            one folder per entry of DEFECT_TYPES, counts split evenly
     root/ground_truth/<defect>/000_mask.png uint8 0/255, same size as its photo
     root/demo.json                          the parameters, so `ensure_demo_set` knows when to regenerate
+
+``python -m utils.synthetic [root] [--size 256] [--seed 0] [--force]`` writes one (``--help`` lists all).
 """
 from __future__ import annotations
+
+import os
+import sys
+
+if not __package__:  # run as a file (python utils/synthetic.py): put the project root on sys.path, not utils/
+    _HERE = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or ".") != _HERE]
+    sys.path.insert(0, os.path.dirname(_HERE))
 
 import argparse
 import json
@@ -33,29 +45,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-DEFECT_TYPES = ("scratch", "dent", "rust", "crack", "missing_material")
+from utils.defects import DEFECT_TYPES, PartRender, float_to_uint8, paint_defect, smooth_random_field
+
 PART_KINDS = ("hex_nut", "washer", "flange")
 GENERATOR_VERSION = 1  # bump whenever the pictures change, so existing demo sets get regenerated
 MINIMUM_SIZE = 32
-_MASK_CUTOFF = 0.12  # defect coverage below which a pixel is left untouched (and outside the mask)
 _PROGRESS_ABOVE = 36  # show a progress bar only when generating more images than this
-
-
-@dataclass(frozen=True)
-class PartRender:
-    """One defect-free photo and what a defect painter needs to know about it.
-
-    image: H×W×3 uint8 RGB, the photo. background: H×W×3 uint8 RGB, the same photo with the part taken away
-    (same light, shadow and sensor noise), shown where material goes missing. part_alpha: H×W float32 in
-    [0, 1], how much of each pixel the part covers. light_direction: unit (x, y) vector in image
-    coordinates (y down) pointing towards the light. kind: one of PART_KINDS.
-    """
-
-    image: np.ndarray
-    background: np.ndarray
-    part_alpha: np.ndarray
-    light_direction: tuple[float, float]
-    kind: str
 
 
 @dataclass(frozen=True)
@@ -166,32 +161,12 @@ def render_part(seed: int | Sequence[int], size: int, *, kind: str | None = None
     blur = max(0.4, 0.5 * size / 256)  # lens blur, before the sensor adds its noise
     noise = rng.normal(0.0, rng.uniform(0.006, 0.014), scene.shape).astype(np.float32)
     return PartRender(
-        image=_to_uint8(cv2.GaussianBlur(scene, (0, 0), blur) + noise),
-        background=_to_uint8(cv2.GaussianBlur(background, (0, 0), blur) + noise),
+        image=float_to_uint8(cv2.GaussianBlur(scene, (0, 0), blur) + noise),
+        background=float_to_uint8(cv2.GaussianBlur(background, (0, 0), blur) + noise),
         part_alpha=part_alpha,
         light_direction=light.direction,
         kind=kind,
     )
-
-
-def paint_defect(part: PartRender, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Paint one defect of `kind` (one of DEFECT_TYPES) on the part of `part`.
-
-    Returns (image H×W×3 uint8 RGB, mask H×W bool). Pixels outside the mask are identical to part.image;
-    the mask covers roughly 0.2–3 % of the image. A draw that lands mostly off the part is redrawn (from
-    the same generator, so the result stays deterministic).
-    """
-    if kind not in DEFECT_TYPES:
-        raise ValueError(f"kind must be one of {DEFECT_TYPES}, got {kind!r}")
-    before = part.image.astype(np.float32) / 255
-    minimum_area = 0.0018 * part.image.shape[0] * part.image.shape[1]
-    for _attempt in range(8):
-        after, coverage = _DEFECT_PAINTERS[kind](part, before, rng)
-        mask = coverage >= _MASK_CUTOFF
-        if mask.sum() >= minimum_area:
-            break
-    image = np.where(mask[..., None], _to_uint8(after), part.image)
-    return image, mask
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -341,17 +316,11 @@ def _turned_rings(rng: np.random.Generator, radius_pixels: np.ndarray) -> np.nda
     return np.interp(radius_pixels, np.arange(count), rings).astype(np.float32)
 
 
-def _smooth_field(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
-    """Smooth random field in about [0, 1], with roughly `cells` bumps across the image."""
-    coarse = rng.random((cells + 1, cells + 1)).astype(np.float32)
-    return cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
-
-
 def _table(rng: np.random.Generator, size: int, light: _Light, part_alpha: np.ndarray) -> np.ndarray:
     """Brushed-steel table (H×W×3 float), darkened by the part's cast shadow and contact occlusion."""
     base = rng.uniform(0.28, 0.42)
     texture = _brushed_streaks(rng, size, rng.uniform(0, np.pi), size * rng.uniform(0.15, 0.3))
-    gray = base * (1 + rng.uniform(0.04, 0.08) * texture) * (0.9 + 0.2 * _smooth_field(rng, size, 3))
+    gray = base * (1 + rng.uniform(0.04, 0.08) * texture) * (0.9 + 0.2 * smooth_random_field(rng, size, 3))
     offset = -np.array(light.direction) * size * 0.05 / np.tan(light.elevation)
     shift = np.float32([[1, 0, offset[0]], [0, 1, offset[1]]])
     shadow = cv2.warpAffine(part_alpha, shift, (size, size), borderMode=cv2.BORDER_CONSTANT)
@@ -448,150 +417,6 @@ def _lambert(height: np.ndarray, light: _Light) -> np.ndarray:
     lit = (-slope_x * light.direction[0] * towards - slope_y * light.direction[1] * towards + flat)
     lit /= np.sqrt(slope_x**2 + slope_y**2 + 1)
     return 0.3 + 0.7 * np.clip(lit, 0, None) / flat
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Defects: each returns (image after painting, float H×W×3; coverage H×W in [0, 1])
-# ----------------------------------------------------------------------------------------------------------
-
-
-def _point_on_part(part: PartRender, rng: np.random.Generator, margin: float, *, edge: bool = False):
-    """A random pixel (x, y) of the part at least `margin` pixels inside, or on its outline when `edge`."""
-    solid = (part.part_alpha > 0.5).astype(np.uint8)
-    width = 2 * max(1, int(round(margin))) + 1
-    inner = cv2.erode(solid, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (width, width)))
-    candidates = np.argwhere(solid - inner if edge else inner)
-    if len(candidates) == 0:
-        candidates = np.argwhere(solid)
-    row, column = candidates[rng.integers(len(candidates))]
-    return float(column), float(row)
-
-
-def _heading_along_part(part: PartRender, rng: np.random.Generator, start: np.ndarray, length: float) -> float:
-    """The best of a few random directions: the one along which a line from `start` stays on the part
-    longest, so that thin defects on narrow parts (washers) do not mostly run off into the background."""
-    headings = rng.uniform(0, 2 * np.pi, 8)
-    steps = np.linspace(0, length, 16)
-    size = part.part_alpha.shape[0]
-
-    def on_part(heading: float) -> float:
-        x = np.clip(np.round(start[0] + steps * np.cos(heading)).astype(int), 0, size - 1)
-        y = np.clip(np.round(start[1] + steps * np.sin(heading)).astype(int), 0, size - 1)
-        return float((part.part_alpha[y, x] > 0.5).mean())
-
-    return float(headings[int(np.argmax([on_part(heading) for heading in headings]))])
-
-
-def _stroke(size: int, polylines: list[np.ndarray], thickness: int, blur: float) -> np.ndarray:
-    """Anti-aliased polylines (lists of (x, y) float points) as an H×W float coverage in [0, 1]."""
-    canvas = np.zeros((size, size), np.uint8)
-    fixed_point = [np.round(points * 16).astype(np.int32) for points in polylines]  # 4 fractional bits
-    cv2.polylines(canvas, fixed_point, False, 255, thickness, cv2.LINE_AA, shift=4)
-    coverage = canvas.astype(np.float32) / 255
-    return np.clip(cv2.GaussianBlur(coverage, (0, 0), blur) * 1.3, 0, 1)
-
-
-def _scratch(part: PartRender, before: np.ndarray, rng: np.random.Generator):
-    size = before.shape[0]
-    scale = size / 256
-    start = np.array(_point_on_part(part, rng, 0.06 * size))
-    length = rng.uniform(0.16, 0.32) * size
-    heading = _heading_along_part(part, rng, start, length)
-    direction = np.array([np.cos(heading), np.sin(heading)])
-    bend = np.array([-direction[1], direction[0]]) * rng.uniform(-0.15, 0.15) * length
-    t = np.linspace(0, 1, 24)[:, None]
-    end, middle = start + direction * length, start + direction * length / 2 + bend
-    points = (1 - t) ** 2 * start + 2 * (1 - t) * t * middle + t**2 * end  # quadratic Bézier
-    thickness = max(1, int(round(rng.uniform(1.0, 2.0) * scale)))
-    coverage = _stroke(size, [points], thickness, 0.5 * max(scale, 0.8)) * part.part_alpha
-    strength = rng.uniform(0.12, 0.25) * (0.6 + 0.4 * _smooth_field(rng, size, 4))
-    sign = 1.0 if rng.random() < 0.6 else -1.0  # most scratches catch the light, some look dark
-    return before + (sign * strength * coverage)[..., None], coverage
-
-
-def _dent(part: PartRender, before: np.ndarray, rng: np.random.Generator):
-    size = before.shape[0]
-    radius = max(2.5, rng.uniform(0.03, 0.06) * size)
-    center_x, center_y = _point_on_part(part, rng, radius * 1.2)
-    squash, tilt = rng.uniform(0.7, 1.0), rng.uniform(0, np.pi)
-    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
-    along = (x - center_x) * np.cos(tilt) + (y - center_y) * np.sin(tilt)
-    across = (-(x - center_x) * np.sin(tilt) + (y - center_y) * np.cos(tilt)) / squash
-    distance = np.hypot(along, across) / radius  # 1 on the dent's rim
-    coverage = np.clip((1 - distance) * radius + 0.5, 0, 1) * part.part_alpha
-    toward_light = ((x - center_x) * part.light_direction[0] + (y - center_y) * part.light_direction[1]) / radius
-    bowl = np.clip(1 - distance**2, 0, 1)
-    # The pit wall on the light's side faces away from it (dark); the far wall faces it (bright).
-    shading = 1 - rng.uniform(0.2, 0.4) * bowl - rng.uniform(0.2, 0.35) * np.clip(toward_light, -1, 1)
-    return before * (1 + (shading - 1) * coverage)[..., None], coverage
-
-
-def _rust(part: PartRender, before: np.ndarray, rng: np.random.Generator):
-    size = before.shape[0]
-    radius = rng.uniform(0.04, 0.075) * size
-    center_x, center_y = _point_on_part(part, rng, radius * 0.8)
-    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
-    distance = np.hypot(x - center_x, y - center_y) / radius
-    irregular = (1 - distance) + (_smooth_field(rng, size, max(4, size // 12)) - 0.5)
-    coverage = np.clip(irregular * 4, 0, 1) * part.part_alpha
-    mottle = 0.55 + 0.45 * _smooth_field(rng, size, max(8, size // 6))  # patchy corrosion
-    tint = np.float32([0.95, 0.6, 0.36]) * rng.uniform(0.85, 1.0)
-    opacity = rng.uniform(0.55, 0.85) * mottle * coverage
-    return before * (1 - opacity[..., None] * (1 - tint)), coverage
-
-
-def _crack(part: PartRender, before: np.ndarray, rng: np.random.Generator):
-    size = before.shape[0]
-    scale = size / 256
-    step = max(1.5, rng.uniform(0.02, 0.032) * size)
-    start, count = np.array(_point_on_part(part, rng, 0.05 * size)), rng.integers(9, 15)
-    heading = _heading_along_part(part, rng, start, step * count)
-    main = _jagged_path(rng, start, heading, step, count)
-    fork_at = main[rng.integers(2, len(main) - 2)]
-    branch = _jagged_path(rng, fork_at, heading + rng.choice([-1, 1]) * rng.uniform(0.5, 1.0), step * 0.7, 4)
-    thickness = max(1, int(round(1.4 * scale)))
-    coverage = _stroke(size, [main, branch], thickness, 0.4 * max(scale, 0.8)) * part.part_alpha
-    depth = rng.uniform(0.3, 0.5)
-    return before * (1 - depth * coverage)[..., None], coverage
-
-
-def _jagged_path(rng: np.random.Generator, start: np.ndarray, heading: float, step: float, count: int):
-    """A polyline that wanders about ±0.45 rad around `heading`, like a fracture line."""
-    angles = heading + rng.normal(0, 0.45, count)
-    steps = step * rng.uniform(0.6, 1.4, count)[:, None] * np.stack([np.cos(angles), np.sin(angles)], axis=1)
-    return np.vstack([start, start + np.cumsum(steps, axis=0)])
-
-
-def _missing_material(part: PartRender, before: np.ndarray, rng: np.random.Generator):
-    size = before.shape[0]
-    radius = rng.uniform(0.045, 0.075) * size
-    center = np.array(_point_on_part(part, rng, 0.02 * size, edge=True))
-    corners = np.sort(rng.uniform(0, 2 * np.pi, rng.integers(7, 11)))
-    outline = center + (radius * rng.uniform(0.55, 1.0, len(corners)))[:, None] * np.stack(
-        [np.cos(corners), np.sin(corners)], axis=1)
-    canvas = np.zeros((size, size), np.uint8)
-    cv2.fillPoly(canvas, [np.round(outline * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
-    chunk = canvas.astype(np.float32) / 255 * part.part_alpha
-    # The fresh fracture face along the new edge reads as a thin rough dark band on the remaining part.
-    rim_width = max(1.0, 1.2 * size / 256)
-    rim = np.clip(cv2.GaussianBlur(chunk, (0, 0), rim_width) * 2.5 - chunk * 2.5, 0, 1) * part.part_alpha
-    background = part.background.astype(np.float32) / 255
-    after = before * (1 - chunk[..., None]) + background * chunk[..., None]
-    after *= (1 - rng.uniform(0.2, 0.35) * rim)[..., None]
-    return after, np.maximum(chunk, rim)
-
-
-_DEFECT_PAINTERS: dict[str, Callable] = {
-    "scratch": _scratch,
-    "dent": _dent,
-    "rust": _rust,
-    "crack": _crack,
-    "missing_material": _missing_material,
-}
-
-
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
