@@ -41,7 +41,7 @@ def test_finetune_finds_the_area_that_separates_constructed_maps():
         defective[index, 10:16, 10 + index:16 + index] = 0.6
     maps = np.concatenate([good, defective])
     labels = np.array([False] * 4 + [True] * 4)
-    best = calibration.finetune(maps, labels, size=32)
+    best = calibration.finetune(maps, labels)
     assert best["balanced_accuracy"] == 1.0
     assert 9 < best["min_area"] <= 36 and 0.0 < best["threshold"] <= 0.6
 

@@ -34,7 +34,16 @@ def default_min_area(size: int) -> int:
     return max(4, round(SEED_MIN_AREA * (size / 256) ** 2))
 
 
-def anomaly_maps_for_files(inspector, files: Sequence[Path], *, description: str) -> tuple[list, np.ndarray]:
+def default_min_area_for(preprocessing) -> int:
+    """The default min area at the step's decision resolution. Stretch and keep-aspect: 85 px per 256² of model
+    input. Tiles: the same per tile, in the photo's own pixels (divided by scale²), so verdicts do not change
+    with the photo's size."""
+    if preprocessing.mode == "tiles":
+        return max(4, round(default_min_area(preprocessing.tile) / preprocessing.scale ** 2))
+    return default_min_area(preprocessing.size)
+
+
+def anomaly_maps_for_files(inspector, files: Sequence[Path], *, description: str) -> tuple[list, list]:
     """Anomaly maps of readable `files` through the Inspector; unreadable ones are skipped with a warning."""
     kept, maps = [], []
     for start in tqdm(range(0, len(files), inspector.batch_size), desc=description, unit="batch", leave=False):
@@ -46,11 +55,11 @@ def anomaly_maps_for_files(inspector, files: Sequence[Path], *, description: str
             except ValueError as error:
                 log.warning("Skipping: %s", error)
         if images:
-            maps.append(inspector.reconstruct_and_map(inspector.prepare(images))[1])
+            maps.extend(inspector.maps_for(images)[2])
             kept.extend(chunk_files)
     if not kept:
         raise ValueError(f"No readable image among the {len(files)} given for {description}.")
-    return kept, np.concatenate(maps)
+    return kept, maps
 
 
 def best_balanced_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -66,10 +75,11 @@ def best_balanced_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[flo
     return best
 
 
-def finetune(maps: np.ndarray, labels: np.ndarray, *, size: int) -> dict:
-    """Search min areas (0.01 %–2 % of the image) and thresholds for the best balanced accuracy."""
+def finetune(maps, labels: np.ndarray) -> dict:
+    """Search min areas (0.01 %–2 % of the median map's area) and thresholds for the best balanced accuracy."""
     best: dict = {"balanced_accuracy": -1.0}
-    areas = sorted({max(1, round(fraction * size * size)) for fraction in FINETUNE_AREA_FRACTIONS})
+    image_area = float(np.median([np.asarray(anomaly_map).size for anomaly_map in maps]))
+    areas = sorted({max(1, round(fraction * image_area)) for fraction in FINETUNE_AREA_FRACTIONS})
     for min_area in tqdm(areas, desc="fine-tuning", unit="area", leave=False):
         scores = np.array([blob_score(residual_map, min_area) for residual_map in maps])
         threshold, balanced = best_balanced_threshold(scores, labels)
@@ -85,7 +95,7 @@ def calibrate(run: Run | str | Path, *, min_area: int | None = None, finetune_di
 
     run = run if isinstance(run, Run) else load_run(run)
     inspector = Inspector(run, decision="seed", batch_size=batch_size)  # the seed rule needs no calibration
-    min_area = default_min_area(run.size) if min_area is None else int(min_area)
+    min_area = default_min_area_for(run.preprocessing) if min_area is None else int(min_area)
     validation_files = [Path(path) for path in run.config.get("validation_files", [])]
     if not validation_files:
         raise ValueError(f"Run {str(run.path)!r} has no validation images to calibrate on "
@@ -96,6 +106,7 @@ def calibrate(run: Run | str | Path, *, min_area: int | None = None, finetune_di
         "method": "validation",
         "threshold": threshold_above(highest_score),  # MVTec: lowest threshold flagging no validation image
         "min_area": min_area,
+        "min_area_unit": "model px" if run.preprocessing.decision_resolution == "model" else "source px",
         "anomaly_map": run.anomaly_map.name, **run.anomaly_map.settings,
         "validation_images": [str(path) for path in used],
         "validation_max_score": float(highest_score),
@@ -116,7 +127,7 @@ def finetune_on(inspector, folder: Path) -> dict:
     labels = np.array([labels_by_path[path] for path in used])
     if labels.all() or not labels.any():
         raise ValueError(f"--finetune needs both good and defective images; {str(folder)!r} has only one kind.")
-    best = finetune(maps, labels, size=inspector.size)
+    best = finetune(maps, labels)
     return {"method": "finetune", "threshold": best["threshold"], "min_area": best["min_area"],
             "finetune_balanced_accuracy": best["balanced_accuracy"],
             "finetune_images": [str(path) for path in used]}

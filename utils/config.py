@@ -37,7 +37,15 @@ class TrainConfig:
                               "a plain folder of defect-free images; default: the built-in demo set", metavar="DIR")
     model: str = option("myCAE", "architecture", choices="models")
     epochs: int = option(100, "maximum epochs; early stopping on validation loss usually ends sooner")
-    size: int = option(256, "images are resized (stretched, aspect ratio not kept) to SIZE×SIZE")
+    size: int = option(256, "model input side: photos are stretched to SIZE×SIZE (aspect ratio not kept), or "
+                       "with --keep-aspect scaled to fit and padded")
+    keep_aspect: bool = option(False, "keep the aspect ratio: longer side scaled to --size, the other padded "
+                               "(reflect); maps cover exactly the photo, at its own pixels")
+    tile: int | None = option(None, "train on random TILE×TILE crops and inspect the whole photo in overlapping "
+                              "tiles, stitched into one map at the photo's own pixels (--size is then unused)",
+                              metavar="T")
+    tile_stride: int | None = option(None, "with --tile: tile step at inspection (default: T/2)", metavar="S")
+    scale: float = option(1.0, "with --tile: rescale photos by F first (1: native pixels)", metavar="F")
     color: str = option("grayscale", "colour mode", choices="colors")
     loss: str = option("ssim", "training loss; mssim needs --size ≥ 176", choices="losses")
     anomaly_map: str | None = option(None, "the map inspection thresholds (default: the model's own; "

@@ -20,8 +20,10 @@ as a small dict (under 1 KiB). Everything else is bounded:
 
 Results go to RUN/results/<dataset>/ (``decision="both"``: RUN/results/<dataset>/<decision>/ per rule, plus
 comparison.csv): metrics.json (keys: METRIC_KEYS), per_image.csv, roc.png, pro.png, score_histogram.png and
-worst_overlays.png. Box and mask IoUs compare the rule's defect mask (every pixel it calls defective, at model
-resolution) with the ground-truth mask resized to model resolution (nearest neighbour).
+worst_overlays.png. Box and mask IoUs compare the rule's defect mask (every pixel it calls defective, at the
+decision resolution) with the ground-truth mask there: resized to model resolution (nearest
+neighbour) for ``stretch``, at its own pixels for ``keep-aspect`` and ``tiles`` (metrics.json says which in
+``resolution``). A mask whose size differs from its image's is refused, naming both sizes.
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ log = logging.getLogger(__name__)
 DECISION_CHOICES = ("calibrated", "seed", "both")
 RULES_FOR_CHOICE = {"calibrated": ("calibrated",), "seed": ("seed",), "both": ("seed", "calibrated")}
 METRIC_KEYS = ("n_images", "image_auroc", "pixel_auroc", "aupro", "iou_bbox_mean", "iou_mask_mean", "accuracy",
-               "balanced_accuracy", "tpr", "tnr", "f1", "threshold", "min_area", "decision", "per_defect")
+               "balanced_accuracy", "tpr", "tnr", "f1", "threshold", "min_area", "decision", "per_defect", "resolution")
 CSV_COLUMNS = ("path", "defect", "label", "verdict", "score", "max_blob_area", "iou_bbox", "iou_bbox_regions",
                "iou_mask")
 RESULT_FILES = ("metrics.json", "per_image.csv", "roc.png", "pro.png", "score_histogram.png", "worst_overlays.png")
@@ -122,14 +124,15 @@ class StreamState:
 
 
 def read_item(item: data_module.TestItem, preprocessing, state: StreamState) -> tuple | None:
-    """(decoded image, ground-truth mask at model resolution or None when unknown), or None when unreadable."""
+    """(decoded image, ground-truth mask at the decision resolution or None when unknown), or None when unreadable
+    (a mask whose size differs from its image's is unreadable too: the message names both sizes)."""
     try:
         image = data_module.decode_image(item.path)
         if item.is_defective and item.mask_path is None:
             state.missing_masks += 1
             return image, None
-        # A good image has no mask file: decode_mask(None) is None, which mask_to_model makes all good.
-        return image, preprocessing.mask_to_model(data_module.decode_mask(item.mask_path))
+        # A good image has no mask file: decode_mask(None) is None, which mask_for makes all good.
+        return image, preprocessing.mask_for(data_module.decode_mask(item.mask_path), image.shape)
     except ValueError as error:  # decode_image (also behind decode_mask) names the file in its message
         log.warning("Skipping: %s", error)
         state.skipped.append(f"{item.path}: {error}")
@@ -188,8 +191,10 @@ def per_defect_table(rows: list[dict]) -> dict[str, dict]:
     return table
 
 
-def decision_metrics(record: DecisionRecord, pixel_auroc: float | None, aupro: float | None) -> dict:
-    """metrics.json for one rule; threshold / min area are None when the rule sets them per image."""
+def decision_metrics(record: DecisionRecord, pixel_auroc: float | None, aupro: float | None, *,
+                     resolution: str) -> dict:
+    """metrics.json for one rule; threshold / min area are None when the rule sets them per image. `resolution`:
+    where maps and masks were compared, "model" (stretch) or "source" (the photo's own pixels)."""
     rows = record.rows
     labels, verdicts = [row["label"] for row in rows], [row["verdict"] for row in rows]
     classification = metrics_module.classification_metrics(labels, verdicts)
@@ -203,6 +208,7 @@ def decision_metrics(record: DecisionRecord, pixel_auroc: float | None, aupro: f
         "min_area": next(iter(record.min_areas)) if len(record.min_areas) == 1 else None,
         "decision": record.decision,
         "per_defect": per_defect_table(rows),
+        "resolution": resolution,
     }
     return {key: values[key] for key in METRIC_KEYS}
 
@@ -272,7 +278,7 @@ def write_comparison(path: Path, evaluations: dict[str, "Evaluation"]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["metric", *evaluations])
-        for key in METRIC_KEYS[:-1]:
+        for key in (key for key in METRIC_KEYS if key != "per_defect"):
             writer.writerow([key, *("" if result.metrics[key] is None else result.metrics[key]
                                     for result in evaluations.values())])
 
@@ -378,7 +384,8 @@ def evaluate(model: str | Path | None, data: str | Path, *, decision: str = "cal
     aupro = state.pixels.aupro(fpr_limit=FPR_LIMIT)
     evaluations, notes = {}, []
     for rule, record in state.records.items():
-        metrics = decision_metrics(record, pixel_auroc, aupro)
+        resolution = next(iter(inspectors.values())).preprocessing.decision_resolution
+        metrics = decision_metrics(record, pixel_auroc, aupro, resolution=resolution)
         rule_folder = folder / rule if decision == "both" else folder
         write_results(rule_folder, record, metrics, curve)
         evaluations[rule] = Evaluation(rule, metrics, record.rows, rule_folder)

@@ -7,7 +7,8 @@
 Images are prepared by the run's preprocessing step (utils/preprocessing.py). Per batch, the model's forward pass
 and its anomaly map (the one its spec and config.json name, utils/anomaly_maps.py) run as one compiled TensorFlow
 graph; the Inspector does not know which map it is. Thresholding and connected components then run per image on
-the CPU (OpenCV). Everything is at model resolution: boxes, masks and maps refer to the prepared image.
+the CPU (OpenCV), at the preprocessing's decision resolution: model pixels for ``stretch`` (as the original
+method), the photo's own pixels for ``keep-aspect`` and ``tiles`` (maps stitched back, boxes in photo pixels).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ class InspectionResult:
     min_area: int
     max_blob_area: float
     blobs: list = field(repr=False)  # utils.blobs.Blob, largest first
-    input: np.ndarray = field(repr=False)  # H×W×C float32 in [0, 1]
+    input: np.ndarray = field(repr=False)  # H×W×C float32 in [0, 1], the photo at the decision resolution
     reconstruction: np.ndarray = field(repr=False)  # H×W×C float32
     anomaly_map: np.ndarray = field(repr=False)  # H×W float32, the run's map (e.g. 1 − SSIM)
     defect_mask: np.ndarray = field(repr=False)  # H×W bool
@@ -92,11 +93,11 @@ class Inspector:
         return forward
 
     def prepare(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """Decoded images of any size → N×H×W×C float32 model-input batch in [0, 1] (the run's preprocessing)."""
-        return np.stack([self.preprocessing.to_model(image) for image in images])
+        """Decoded images → the model inputs of all of them, stacked (a tiled photo gives several)."""
+        return np.concatenate([self.preprocessing.split(image)[0] for image in images])
 
     def reconstruct_and_map(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(reconstructions N×H×W×C, anomaly maps N×H×W) for a prepared batch, in chunks of batch_size."""
+        """(reconstructions N×h×w×C, anomaly maps N×h×w) for model inputs, in chunks of batch_size."""
         reconstructions, maps = [], []
         for start in range(0, len(batch), self.batch_size):
             chunk_reconstructions, chunk_maps = self._forward(batch[start:start + self.batch_size])
@@ -104,34 +105,48 @@ class Inspector:
             maps.append(chunk_maps.numpy())
         return np.concatenate(reconstructions), np.concatenate(maps)
 
-    def decide(self, residual_map: np.ndarray) -> blobs_module.Decision:
+    def maps_for(self, images: Sequence[np.ndarray]) -> tuple[list, list, list]:
+        """(views, reconstructions, anomaly maps) of each image at the decision resolution: the preprocessing
+        splits every photo into model inputs, all of them run in batches, and each photo's outputs are merged back
+        (stitched, for tiles)."""
+        splits = [self.preprocessing.split(image) for image in images]
+        reconstructions, maps = self.reconstruct_and_map(np.concatenate([inputs for inputs, _ in splits]))
+        merged_reconstructions, merged_maps, start = [], [], 0
+        for inputs, placement in splits:
+            stop = start + len(inputs)
+            merged_reconstructions.append(self.preprocessing.merge(reconstructions[start:stop], placement))
+            merged_maps.append(self.preprocessing.merge(maps[start:stop], placement))
+            start = stop
+        views = [self.preprocessing.view(image) for image in images]
+        return views, merged_reconstructions, merged_maps
+
+    def decide(self, anomaly_map: np.ndarray) -> blobs_module.Decision:
         if self.decision == "seed":
-            return blobs_module.decide(residual_map, rule="seed")
+            return blobs_module.decide(anomaly_map, rule="seed")
         calibration = self.run.calibration
-        return blobs_module.decide(residual_map, rule="calibrated", threshold=float(calibration["threshold"]),
+        return blobs_module.decide(anomaly_map, rule="calibrated", threshold=float(calibration["threshold"]),
                                    min_area=int(calibration["min_area"]))
 
     def inspect(self, images: Sequence[np.ndarray]) -> list[InspectionResult]:
         """Inspect decoded images (any size, H×W or H×W×C, uint8 or float in [0, 1])."""
         if len(images) == 0:
             return []
-        batch = self.prepare(images)
-        reconstructions, maps = self.reconstruct_and_map(batch)
+        views, reconstructions, maps = self.maps_for(images)
         # OpenCV and NumPy release the GIL, so the per-image decisions use every core, as the forward pass did.
         decisions = list(self._decision_pool.map(self.decide, maps)) if len(maps) > 1 else [self.decide(maps[0])]
         results = []
         anomaly_map = self.run.anomaly_map
-        for image, reconstruction, map_values, decision in zip(batch, reconstructions, maps, decisions):
+        for view, reconstruction, map_values, decision in zip(views, reconstructions, maps, decisions):
             results.append(InspectionResult(
                 verdict=decision.verdict, score=float(decision.score), threshold=float(decision.threshold),
                 min_area=int(decision.min_area), max_blob_area=float(decision.max_blob_area), blobs=decision.blobs,
-                input=image, reconstruction=reconstruction, anomaly_map=map_values,
+                input=view, reconstruction=reconstruction, anomaly_map=map_values,
                 defect_mask=decision.defect_mask, rule=decision.rule, map_name=anomaly_map.name,
                 display_range=anomaly_map.display_range))
         return results
 
     def encode(self, batch: np.ndarray) -> np.ndarray:
-        """The encoder's code for each image of a prepared batch (e.g. the results' `input`), for display."""
+        """The encoder's code for each model input of a batch (`prepare`'s output), for display."""
         if self.run.encoder is None:
             raise ValueError(f"Run {str(self.run.path)!r} has no encoder.keras.")
         return np.asarray(self.run.encoder(batch, training=False))

@@ -1,24 +1,62 @@
-"""Preprocessing: the one step that maps a photo to model inputs, and a model-resolution map back to the photo.
+"""Preprocessing: the one step that maps a photo to model inputs, and the model's maps back to the photo.
 
 Chosen at training time and recorded in config.json (``preprocessing``); train.py, calibration, the Inspector and
-evaluation all use the run's own, so an image is always prepared the way the model was trained.
+evaluation all use the run's own, so an image is always prepared the way the model was trained. Three modes:
 
 * ``stretch`` (the original method): resize to ``size`` × ``size`` whatever the aspect ratio (INTER_AREA when
-  shrinking, bilinear when enlarging); masks go through the same resize with nearest neighbour, so an image and
-  its mask stay aligned pixel for pixel at model resolution. ``to_source`` resizes a map back (bilinear).
+  shrinking, bilinear when enlarging). Decisions are taken at model resolution, as they always were.
+* ``keep-aspect``: scale so the longer side is ``size``, pad (reflect) the shorter side up to ``size``; the map is
+  cropped back to the photo (nothing of the padding) and resized to the photo's own pixels.
+* ``tiles``: optionally rescale the photo by ``scale`` (1: native pixels), cover it with ``tile`` × ``tile`` tiles
+  every ``stride`` px, the last row and column shifted to end at the border (a photo smaller than a tile is
+  padded by reflection), and blend the tile maps with smooth weights (a raised cosine that never reaches 0) so no
+  seams show. Training sees random tile crops of the good photos.
+
+Every step gives ``split(image) -> (inputs N×h×w×C float32 in [0, 1], placement)`` and
+``merge(values, placement)``, which turns the N model-resolution maps (or reconstructions) of one photo into one
+array at the decision resolution: model pixels for ``stretch``, the photo's own pixels for the other two.
+Ground-truth masks must have their image's size (``mask_for``); they are brought to the decision resolution
+with nearest neighbour.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
 
 from utils.data import COLOR_MODES, to_color_mode
 
-MODES = ("stretch",)
+MODES = ("stretch", "keep-aspect", "tiles")
 MIN_SIZE = 8  # px: below this no architecture has room for a single down-sampling level
+
+
+def _check_common(size: int, color_mode: str, name: str = "size") -> None:
+    if color_mode not in COLOR_MODES:
+        raise ValueError(f"color_mode must be one of {COLOR_MODES}; got {color_mode!r}")
+    if not isinstance(size, int) or isinstance(size, bool) or size < MIN_SIZE:
+        raise ValueError(f"{name} must be an integer of at least {MIN_SIZE} px; got {size!r}")
+
+
+def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """cv2.resize that keeps a trailing channel axis and picks INTER_AREA when shrinking."""
+    shrinking = image.shape[0] > height or image.shape[1] > width
+    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return resized.reshape(height, width, *image.shape[2:])
+
+
+def _check_mask(mask: np.ndarray, image_shape: tuple) -> np.ndarray:
+    mask = np.asarray(mask) != 0
+    if mask.shape[:2] != tuple(image_shape[:2]):
+        raise ValueError(f"mask of {mask.shape[1]}×{mask.shape[0]} px does not match its image of "
+                         f"{image_shape[1]}×{image_shape[0]} px (width × height); a mask must have its image's size")
+    return mask
+
+
+def _unit(image_uint8: np.ndarray) -> np.ndarray:
+    return image_uint8.astype(np.float32) / 255.0
 
 
 @dataclass(frozen=True)
@@ -28,12 +66,10 @@ class Stretch:
     size: int
     color_mode: str
     mode: ClassVar[str] = "stretch"
+    decision_resolution: ClassVar[str] = "model"  # blobs, boxes and areas in model pixels, as always
 
     def __post_init__(self) -> None:
-        if self.color_mode not in COLOR_MODES:
-            raise ValueError(f"color_mode must be one of {COLOR_MODES}; got {self.color_mode!r}")
-        if not isinstance(self.size, int) or self.size < MIN_SIZE:
-            raise ValueError(f"size must be an integer of at least {MIN_SIZE} px; got {self.size!r}")
+        _check_common(self.size, self.color_mode)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -44,36 +80,191 @@ class Stretch:
         return {"mode": self.mode, "size": self.size, "color_mode": self.color_mode}
 
     def to_model_uint8(self, image: np.ndarray) -> np.ndarray:
-        """Decoded image of any size → uint8 size×size×C (kept in uint8 for caching: a quarter of float32)."""
-        image = to_color_mode(image, self.color_mode)
-        shrinking = image.shape[0] > self.size or image.shape[1] > self.size
-        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-        resized = cv2.resize(image, (self.size, self.size), interpolation=interpolation)
-        return resized.reshape(self.input_shape)
+        """Decoded image of any size → uint8 training input (kept in uint8 for caching: a quarter of float32)."""
+        return _resize(to_color_mode(image, self.color_mode), self.size, self.size)
 
     def to_model(self, image: np.ndarray) -> np.ndarray:
         """Decoded image of any size → float32 size×size×C in [0, 1]."""
-        return self.to_model_uint8(image).astype(np.float32) / 255.0
+        return _unit(self.to_model_uint8(image))
 
-    def mask_to_model(self, mask: np.ndarray | None) -> np.ndarray:
-        """A ground-truth mask (H×W, non-zero = defective; None = all good) → bool size×size, nearest neighbour."""
+    def split(self, image: np.ndarray) -> tuple[np.ndarray, Any]:
+        return self.to_model(image)[None], None
+
+    def merge(self, values: np.ndarray, placement: Any) -> np.ndarray:
+        return values[0]
+
+    def view(self, image: np.ndarray) -> np.ndarray:
+        """The photo as decisions see it (float32 in [0, 1]): here the model input."""
+        return self.to_model(image)
+
+    def mask_for(self, mask: np.ndarray | None, image_shape: tuple) -> np.ndarray:
+        """A ground-truth mask of the image's size (None: all good) → bool at the decision resolution."""
         if mask is None:
             return np.zeros((self.size, self.size), dtype=bool)
-        resized = cv2.resize(np.asarray(mask, dtype=np.uint8), (self.size, self.size), interpolation=cv2.INTER_NEAREST)
-        return resized > 0
+        mask = _check_mask(mask, image_shape).astype(np.uint8)
+        return cv2.resize(mask, (self.size, self.size), interpolation=cv2.INTER_NEAREST) > 0
 
     def to_source(self, model_map: np.ndarray, source_shape: tuple[int, ...]) -> np.ndarray:
         """A size×size map → float32 at the photo's own H×W (bilinear)."""
-        height, width = int(source_shape[0]), int(source_shape[1])
-        return cv2.resize(np.asarray(model_map, dtype=np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+        return cv2.resize(np.asarray(model_map, np.float32), (int(source_shape[1]), int(source_shape[0])),
+                          interpolation=cv2.INTER_LINEAR)
 
 
-Preprocessing = Stretch  # the type every consumer takes; the native-resolution steps join it here
+@dataclass(frozen=True)
+class KeepAspect:
+    """Longer side scaled to `size`, the other padded by reflection to `size`; maps go back to the photo's pixels."""
+
+    size: int
+    color_mode: str
+    mode: ClassVar[str] = "keep-aspect"
+    decision_resolution: ClassVar[str] = "source"
+
+    def __post_init__(self) -> None:
+        _check_common(self.size, self.color_mode)
+
+    input_shape = Stretch.input_shape
+    record = Stretch.record
+
+    def content_shape(self, height: int, width: int) -> tuple[int, int]:
+        """(rows, columns) the photo occupies inside the size × size input."""
+        factor = self.size / max(height, width)
+        return max(1, round(height * factor)), max(1, round(width * factor))
+
+    def to_model_uint8(self, image: np.ndarray) -> np.ndarray:
+        image = to_color_mode(image, self.color_mode)
+        rows, columns = self.content_shape(*image.shape[:2])
+        scaled = _resize(image, columns, rows)
+        padded = cv2.copyMakeBorder(scaled, 0, self.size - rows, 0, self.size - columns, cv2.BORDER_REFLECT_101
+                                    if min(rows, columns) > 1 else cv2.BORDER_REPLICATE)
+        return padded.reshape(self.input_shape)
+
+    def to_model(self, image: np.ndarray) -> np.ndarray:
+        return _unit(self.to_model_uint8(image))
+
+    def split(self, image: np.ndarray) -> tuple[np.ndarray, Any]:
+        return self.to_model(image)[None], image.shape[:2]
+
+    def merge(self, values: np.ndarray, placement: Any) -> np.ndarray:
+        height, width = placement
+        rows, columns = self.content_shape(height, width)
+        return _resize(np.ascontiguousarray(values[0][:rows, :columns]), width, height)
+
+    def view(self, image: np.ndarray) -> np.ndarray:
+        return _unit(to_color_mode(image, self.color_mode))
+
+    def mask_for(self, mask: np.ndarray | None, image_shape: tuple) -> np.ndarray:
+        if mask is None:
+            return np.zeros(tuple(image_shape[:2]), dtype=bool)
+        return _check_mask(mask, image_shape)
+
+
+@dataclass(frozen=True)
+class Tiles:
+    """Tiles of `tile` px every `stride` px over the photo rescaled by `scale`, blended back seamlessly."""
+
+    tile: int
+    color_mode: str
+    stride: int | None = None  # None: tile // 2
+    scale: float = 1.0
+    mode: ClassVar[str] = "tiles"
+    decision_resolution: ClassVar[str] = "source"
+    _weights: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_common(self.tile, self.color_mode, "tile")
+        if self.stride is None:
+            object.__setattr__(self, "stride", self.tile // 2)
+        if not isinstance(self.stride, int) or not 1 <= self.stride <= self.tile:
+            raise ValueError(f"tile stride must be an integer in [1, {self.tile}] px; got {self.stride!r}")
+        if not isinstance(self.scale, (int, float)) or not 0.0 < self.scale <= 4.0:
+            raise ValueError(f"scale must be a number in (0, 4]; got {self.scale!r}")
+        object.__setattr__(self, "_weights", blend_weights(self.tile))
+
+    @property
+    def size(self) -> int:
+        return self.tile
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.tile, self.tile, 1 if self.color_mode == "grayscale" else 3)
+
+    def record(self) -> dict:
+        return {"mode": self.mode, "tile": self.tile, "stride": self.stride, "scale": self.scale,
+                "color_mode": self.color_mode}
+
+    def scaled(self, image: np.ndarray) -> np.ndarray:
+        """The photo in the colour mode, rescaled by `scale`, padded (reflect) to at least one tile: uint8."""
+        image = to_color_mode(image, self.color_mode)
+        if self.scale != 1.0:
+            height, width = image.shape[:2]
+            image = _resize(image, max(1, round(width * self.scale)), max(1, round(height * self.scale)))
+        rows, columns = max(0, self.tile - image.shape[0]), max(0, self.tile - image.shape[1])
+        if rows or columns:
+            border = cv2.BORDER_REFLECT_101 if min(image.shape[:2]) > 1 else cv2.BORDER_REPLICATE
+            image = cv2.copyMakeBorder(image, 0, rows, 0, columns, border).reshape(
+                image.shape[0] + rows, image.shape[1] + columns, image.shape[2])
+        return image
+
+    def to_model_uint8(self, image: np.ndarray) -> np.ndarray:
+        """Training input: the whole scaled photo (random tile crops are cut from it in the tf.data pipeline)."""
+        return self.scaled(image)
+
+    def starts(self, length: int) -> list[int]:
+        """Tile origins along one axis: every `stride` px, the last one moved to end at the border."""
+        last = max(0, length - self.tile)
+        origins = list(range(0, last + 1, self.stride))
+        return origins if origins[-1] == last else [*origins, last]
+
+    def split(self, image: np.ndarray) -> tuple[np.ndarray, Any]:
+        scaled = _unit(self.scaled(image))
+        corners = [(top, left) for top in self.starts(scaled.shape[0]) for left in self.starts(scaled.shape[1])]
+        tiles = np.stack([scaled[top:top + self.tile, left:left + self.tile] for top, left in corners])
+        return tiles, (image.shape[:2], scaled.shape[:2], corners)
+
+    def merge(self, values: np.ndarray, placement: Any) -> np.ndarray:
+        """Weighted average of the tiles' values over the scaled photo, cropped and resized to the photo."""
+        (height, width), scaled_shape, corners = placement
+        extra = values.shape[3:]
+        total = np.zeros((*scaled_shape, *extra), np.float64)
+        weight = np.zeros(scaled_shape, np.float64)
+        weights = self._weights.reshape(self.tile, self.tile, *([1] * len(extra)))
+        for value, (top, left) in zip(values, corners):
+            total[top:top + self.tile, left:left + self.tile] += value * weights
+            weight[top:top + self.tile, left:left + self.tile] += self._weights
+        merged = (total / weight.reshape(*scaled_shape, *([1] * len(extra)))).astype(np.float32)
+        rows, columns = max(1, round(height * self.scale)), max(1, round(width * self.scale))
+        merged = np.ascontiguousarray(merged[:rows, :columns])
+        return merged if (rows, columns) == (height, width) else _resize(merged, width, height)
+
+    def view(self, image: np.ndarray) -> np.ndarray:
+        return _unit(to_color_mode(image, self.color_mode))
+
+    mask_for = KeepAspect.mask_for
+
+
+def blend_weights(tile: int) -> np.ndarray:
+    """tile × tile weights: a raised cosine, highest in the middle and small but never 0 at the edges, so an
+    overlapped pixel leans on the tile that sees it best and no seam shows where tiles meet."""
+    ramp = np.sin(np.pi * (np.arange(tile) + 0.5) / tile) ** 2 + 1e-3
+    return np.outer(ramp, ramp)
+
+
+Preprocessing = Stretch | KeepAspect | Tiles
 
 
 def from_record(record: dict) -> Preprocessing:
     """Rebuild the step config.json recorded; ValueError naming the valid modes for an unknown one."""
     mode = record.get("mode")
-    if mode != "stretch":
-        raise ValueError(f"unknown preprocessing mode {mode!r}; valid: {', '.join(MODES)}")
-    return Stretch(size=int(record["size"]), color_mode=record["color_mode"])
+    if mode == "stretch":
+        return Stretch(size=int(record["size"]), color_mode=record["color_mode"])
+    if mode == "keep-aspect":
+        return KeepAspect(size=int(record["size"]), color_mode=record["color_mode"])
+    if mode == "tiles":
+        return Tiles(tile=int(record["tile"]), color_mode=record["color_mode"], stride=record.get("stride"),
+                     scale=float(record.get("scale", 1.0)))
+    raise ValueError(f"unknown preprocessing mode {mode!r}; valid: {', '.join(MODES)}")
+
+
+def tiles_per_photo(height: int, width: int, tile: int) -> int:
+    """How many tile-sized crops cover a photo once: an epoch of random crops draws this many per photo."""
+    return max(1, math.ceil(height / tile) * math.ceil(width / tile))

@@ -45,15 +45,22 @@ def validate(config: TrainConfig) -> None:
     for name in ("epochs", "batch_size", "size"):
         if getattr(config, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive; got {getattr(config, name)!r}")
-    get_loss(config.loss, size=config.size)
-    preprocessing_of(config)
+    get_loss(config.loss, size=preprocessing_of(config).input_shape[0])
     builder_hparams(config)  # a missing or malformed params file fails here, before any data is read
 
 
 def preprocessing_of(config: TrainConfig):
     """The preprocessing step the options choose (recorded in config.json, used by every consumer)."""
-    from utils.preprocessing import Stretch
+    from utils.preprocessing import KeepAspect, Stretch, Tiles
 
+    if config.tile is None and (config.tile_stride is not None or config.scale != 1.0):
+        raise ValueError("--tile-stride and --scale go with --tile T")
+    if config.tile is not None:
+        if config.keep_aspect:
+            raise ValueError("choose one of --keep-aspect and --tile: tiles already keep the aspect ratio")
+        return Tiles(tile=config.tile, color_mode=config.color, stride=config.tile_stride, scale=config.scale)
+    if config.keep_aspect:
+        return KeepAspect(size=config.size, color_mode=config.color)
     return Stretch(size=config.size, color_mode=config.color)
 
 

@@ -446,7 +446,7 @@ def tuning_auroc(model, trial_dir: Path, context: StudyContext) -> float:
         # The seed rule needs no calibration; only the maps are used, and the score (the highest threshold at
         # which a blob of the default min area survives) does not depend on a threshold.
         inspector = Inspector(run_module.load_run(trial_dir), decision="seed", batch_size=context.config.batch_size)
-        maps = inspector.reconstruct_and_map(inspector.prepare(context.tuning_images))[1]
+        maps = inspector.maps_for(context.tuning_images)[2]
     finally:
         model_path.unlink(missing_ok=True)
     min_area = default_min_area(context.config.size)
