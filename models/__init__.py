@@ -15,7 +15,7 @@ from models.my_cae import build_my_cae, build_my_cae_optuna
 from models.mvtec_cae import build_mvtec_cae
 from models.resnet_cae import build_resnet_cae
 from models.skip_cae import build_skip_cae
-from models.spec import ModelSpec
+from models.spec import ModelSpec, with_head
 
 MODELS: dict[str, ModelSpec] = {
     "mvtecCAE": ModelSpec(build_mvtec_cae),
@@ -28,20 +28,21 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
-def spec(name: str) -> ModelSpec:
-    """The registry entry of model `name`; ValueError listing the valid names."""
+def spec(name: str, *, head: bool = False) -> ModelSpec:
+    """The registry entry of model `name` (with a segmentation head: models/segmentation_head.py); ValueError
+    listing the valid names."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}")
-    return MODELS[name]
+    return with_head(MODELS[name]) if head else MODELS[name]
 
 
-def build(name: str, input_shape: Sequence[int], **hparams):
-    """Build the registered autoencoder `name` for `input_shape` (height, width, channels).
+def build(name: str, input_shape: Sequence[int], *, head: bool = False, **hparams):
+    """Build the registered autoencoder `name` (with `head`: plus a segmentation head) for `input_shape`.
 
-    Returns (autoencoder, encoder). Raises ValueError for an unknown name, an unknown hyperparameter,
+    Returns (model, encoder). Raises ValueError for an unknown name, an unknown hyperparameter,
     a bad hyperparameter value, or a size the architecture cannot take; each message lists what is valid.
     """
-    builder = spec(name).builder
+    builder = spec(name, head=head).builder
     valid = hparam_names(name)
     unknown = sorted(set(hparams) - set(valid))
     if unknown:

@@ -40,3 +40,16 @@ class ModelSpec:
     def anomaly_map(self, name: str | None, *, model: str) -> AnomalyMap:
         """The map `name` (None: the default); ValueError naming the valid ones."""
         return choose(self.anomaly_maps, name, model=model)
+
+
+def with_head(base: ModelSpec) -> ModelSpec:
+    """`base` (an autoencoder's spec) with a segmentation head on (input, reconstruction): restore and segment.
+    Its default map is the head's; the autoencoder's maps stay available."""
+    from functools import partial
+
+    from models.segmentation_head import build_with_head, compile_with_head, head_example, segmentation_map
+
+    segmentation = AnomalyMap("segmentation", segmentation_map, (0.0, 1.0),
+                              "the segmentation head's probability of a defect")
+    return ModelSpec(builder=partial(build_with_head, base.builder), anomaly_maps=(segmentation, *base.anomaly_maps),
+                     compile=compile_with_head, fit_example=head_example)

@@ -50,6 +50,8 @@ class TrainConfig:
     loss: str = option("ssim", "training loss; mssim needs --size ≥ 176", choices="losses")
     anomaly_map: str | None = option(None, "the map inspection thresholds (default: the model's own; "
                                      "1 − SSIM for the autoencoders)", choices="anomaly_maps")
+    head: bool = option(False, "restore and segment: add a segmentation head on (input, reconstruction) that "
+                        "learns the synthetic defects' masks (needs --synthetic-defects); its map is the default")
     batch_size: int = option(8, "images per batch and device (the global batch is this × devices)")
     lr: float = option(1e-3, "Adam learning rate")
     seed: int = option(0, "random seed for weights, shuffling, synthetic damage and the validation split")

@@ -261,6 +261,7 @@ def training_datasets(
     defects: bool = False,
     skipped: set[str] | None = None,
     fit_example=None,
+    damaged_validation: bool = False,
 ):
     """(train, validation) tf.data datasets of batches for training, as ``fit_example`` shapes them.
 
@@ -268,7 +269,8 @@ def training_datasets(
     masks)`` (a model spec's; default: (input, target), an autoencoder's pair) turns a batch into what the model
     fits. Decoded, preprocessed images are cached in memory as uint8 after the first epoch; shuffling,
     augmentation, denoising noise and synthetic defects are applied after the cache so they differ every epoch.
-    Validation is always clean.
+    Validation is clean, unless `damaged_validation`: then it gets synthetic defects drawn once (the same every
+    epoch, so its losses compare), for models that learn to find them.
     """
     import tensorflow as tf
 
@@ -295,7 +297,11 @@ def training_datasets(
     validation = validation.map(to_unit_float)
     if preprocessing.mode == "tiles":  # the same crops every epoch, so validation losses compare
         validation = random_tiles(validation, preprocessing.tile, seed=seed, new_each_epoch=False)
-    validation = validation.map(_clean_triple)
+    if damaged_validation:
+        fixed_seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=False).batch(2)
+        validation = tf.data.Dataset.zip(validation, fixed_seeds).map(training_triple(noise=False, defects=True))
+    else:
+        validation = validation.map(_clean_triple)
     return train, validation.batch(batch_size).map(fit_example).prefetch(tf.data.AUTOTUNE)
 
 

@@ -42,7 +42,7 @@ class Run:
     def spec(self):
         import models
 
-        return models.spec(self.config["model"])
+        return models.spec(self.config["model"], head=bool(self.config.get("head", False)))
 
     @property
     def anomaly_map(self):

@@ -36,8 +36,10 @@ def validate(config: TrainConfig) -> None:
     import models
     from utils.losses import get_loss
 
-    spec = models.spec(config.model)
+    spec = models.spec(config.model, head=config.head)
     spec.anomaly_map(config.anomaly_map, model=config.model)
+    if config.head and not config.synthetic_defects:
+        raise ValueError("--head learns the masks of synthetic defects: add --synthetic-defects")
     if config.color not in data_module.COLOR_MODES:
         raise ValueError(f"--color must be one of {data_module.COLOR_MODES}; got {config.color!r}")
     if config.distribute not in DISTRIBUTE_CHOICES:
@@ -144,7 +146,7 @@ def make_run_config(config: TrainConfig, root: Path, split: tuple[list, list]) -
 
     train_files, validation_files = split
     preprocessing = preprocessing_of(config)
-    anomaly_map = models.spec(config.model).anomaly_map(config.anomaly_map, model=config.model)
+    anomaly_map = models.spec(config.model, head=config.head).anomaly_map(config.anomaly_map, model=config.model)
     return {
         **dataclasses.asdict(config),
         "data": str(root),
@@ -182,7 +184,7 @@ def fit_model(config: TrainConfig, run_dir: Path, run_config: dict, *, callbacks
     import models
 
     keras.utils.set_random_seed(config.seed)
-    spec = models.spec(config.model)
+    spec = models.spec(config.model, head=config.head)
     strategy = make_strategy(config.distribute)
     replicas = strategy.num_replicas_in_sync
     validation_files = [Path(path) for path in run_config["validation_files"]]
@@ -191,11 +193,12 @@ def fit_model(config: TrainConfig, run_dir: Path, run_config: dict, *, callbacks
     train_data, validation_data = data_module.training_datasets(
         train_files, validation_files, preprocessing=preprocessing_of(config), batch_size=config.batch_size * replicas,
         seed=config.seed, augment=config.augment, noise=config.noise, defects=config.synthetic_defects,
-        skipped=skipped, fit_example=spec.fit_example)
+        skipped=skipped, fit_example=spec.fit_example, damaged_validation=config.head)
     if config.distribute != "none":
         train_data, validation_data = shard_by_data(train_data), shard_by_data(validation_data)
     with strategy.scope():
-        model, encoder = models.build(config.model, tuple(run_config["input_shape"]), **run_config["hparams"])
+        model, encoder = models.build(config.model, tuple(run_config["input_shape"]), head=config.head,
+                                      **run_config["hparams"])
         spec.compile(model, config)
     started = time.time()
     with warnings.catch_warnings():

@@ -1,0 +1,83 @@
+"""Restore and segment (after DRAEM, Zavrtanik et al., ICCV 2021): any CAE plus a segmentation head.
+
+The autoencoder learns to restore the clean photo from a synthetically damaged one; a small U-Net sees
+(input, reconstruction) side by side and learns where the damage was (the painter's exact masks). At inspection
+the head's per-pixel probability is the anomaly map; the autoencoder's 1 − SSIM stays available
+(``--anomaly-map ssim``). Both parts train together: the head's loss also teaches the autoencoder to make
+defects stand out.
+
+    model: input → [reconstruction (as the CAE's), segmentation (H×W×1, sigmoid)]
+
+Losses: the reconstruction loss of ``--loss`` on the restoration (``ssim_l1`` is what DRAEM's L2 + SSIM amounts
+to here), and a focal loss (γ = 2) on the segmentation, which keeps the many easy background pixels from
+drowning the few damaged ones.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+HEAD_LEVELS = 3  # U-Net depth: each level halves the image, so sizes must be multiples of 8
+HEAD_FILTERS = (16, 32, 64)  # per level; the bottom level is 2× the last
+FOCAL_GAMMA = 2.0
+SEGMENTATION_WEIGHT = 1.0  # relative to the reconstruction loss
+
+
+def build_with_head(builder, input_shape, **hparams):
+    """(model with outputs [reconstruction, segmentation], the CAE's encoder) for the CAE `builder` builds."""
+    import keras
+    from keras import layers
+
+    autoencoder, encoder = builder(input_shape, **hparams)
+    height, width, _ = (int(side) for side in input_shape)
+    if height % 2**HEAD_LEVELS or width % 2**HEAD_LEVELS:
+        raise ValueError(f"--head needs sizes that are multiples of {2**HEAD_LEVELS}; got {height}×{width}")
+    inputs = keras.Input(shape=tuple(input_shape), name="input")
+    reconstruction = layers.Identity(name="reconstruction")(autoencoder(inputs))
+    features = layers.Concatenate(name="head_input")([inputs, reconstruction])
+    skips = []
+    for level, filters in enumerate(HEAD_FILTERS, start=1):
+        features = _double_conv(features, filters, f"head_down{level}")
+        skips.append(features)
+        features = layers.MaxPooling2D(2, name=f"head_down{level}_pool")(features)
+    features = _double_conv(features, 2 * HEAD_FILTERS[-1], "head_bottom")
+    for level, filters in reversed(list(enumerate(HEAD_FILTERS, start=1))):
+        features = layers.UpSampling2D(2, name=f"head_up{level}_upsample")(features)
+        features = layers.Concatenate(name=f"head_up{level}_skip")([features, skips[level - 1]])
+        features = _double_conv(features, filters, f"head_up{level}")
+    segmentation = layers.Conv2D(1, 1, activation="sigmoid", name="segmentation")(features)
+    return keras.Model(inputs, [reconstruction, segmentation], name=f"{autoencoder.name}_head"), encoder
+
+
+def _double_conv(features, filters: int, prefix: str):
+    from keras import layers
+
+    for index in (1, 2):
+        features = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{prefix}_conv{index}")(features)
+        features = layers.BatchNormalization(name=f"{prefix}_bn{index}")(features)
+        features = layers.Activation("relu", name=f"{prefix}_act{index}")(features)
+    return features
+
+
+def compile_with_head(model, options: Any) -> None:
+    """Adam at `options.lr`; `options.loss` on the reconstruction, focal loss on the segmentation."""
+    import keras
+
+    from utils.losses import get_loss
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(options.lr),
+        loss={"reconstruction": get_loss(options.loss),
+              "segmentation": keras.losses.BinaryFocalCrossentropy(gamma=FOCAL_GAMMA)},
+        loss_weights={"reconstruction": 1.0, "segmentation": SEGMENTATION_WEIGHT},
+        metrics={"segmentation": [keras.metrics.AUC(name="auc", num_thresholds=100)]},
+    )
+
+
+def head_example(inputs, targets, masks):
+    """The head model fits (damaged input) → (clean target, damage mask)."""
+    return inputs, {"reconstruction": targets, "segmentation": masks}
+
+
+def segmentation_map(inputs, outputs):
+    """The head's probability of damage per pixel, N×H×W in [0, 1]."""
+    return outputs[1][..., 0]

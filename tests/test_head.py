@@ -1,0 +1,76 @@
+"""Restore and segment: a CAE with a segmentation head trained on the synthetic defects' masks."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import TINY_SIZE
+
+
+@pytest.fixture(scope="module")
+def head_run(tiny_demo, tmp_path_factory):
+    from utils.config import TrainConfig
+    from utils.training import train
+
+    return train(TrainConfig(data=str(tiny_demo), size=TINY_SIZE, epochs=4, batch_size=4, head=True,
+                             synthetic_defects=True, loss="ssim_l1", hparams={"levels": 2, "filters": 8},
+                             out=str(tmp_path_factory.mktemp("head_runs"))))
+
+
+def test_the_head_model_outputs_a_reconstruction_and_a_mask_probability():
+    import models
+
+    model, encoder = models.build("mvtecCAE", (64, 64, 1), head=True)
+    outputs = model(np.random.default_rng(0).random((2, 64, 64, 1), np.float32))
+    assert [tuple(output.shape) for output in outputs] == [(2, 64, 64, 1), (2, 64, 64, 1)]
+    assert float(np.min(outputs[1])) >= 0.0 and float(np.max(outputs[1])) <= 1.0
+    assert [output.name for output in model.outputs] != [] and encoder is not None
+
+
+def test_a_size_the_head_cannot_halve_three_times_is_refused():
+    import models
+
+    with pytest.raises(ValueError, match="--head needs sizes that are multiples of 8; got 36×36"):
+        models.build("myCAE", (36, 36, 1), head=True, levels=2)
+
+
+def test_the_head_needs_synthetic_defects_to_learn_from():
+    from utils.config import TrainConfig
+    from utils.training import validate
+
+    with pytest.raises(ValueError, match="add --synthetic-defects"):
+        validate(TrainConfig(head=True))
+
+
+def test_training_lowers_the_segmentation_loss(head_run):
+    history = json.loads((head_run / "history.json").read_text())
+    assert len(history["segmentation_loss"]) == 4
+    assert history["segmentation_loss"][-1] < history["segmentation_loss"][0]
+    assert history["loss"][-1] < history["loss"][0]
+
+
+def test_the_heads_map_is_the_runs_anomaly_map(head_run, tiny_demo):
+    from utils.data import decode_image
+    from utils.inspector import Inspector
+
+    config = json.loads((head_run / "config.json").read_text())
+    calibration = json.loads((head_run / "calibration.json").read_text())
+    assert config["head"] and config["anomaly_map"] == "segmentation" == calibration["anomaly_map"]
+    inspector = Inspector.from_run(head_run)
+    image = decode_image(sorted((tiny_demo / "test" / "crack").glob("*.png"))[0])
+    result = inspector.inspect([image])[0]
+    assert result.map_name == "segmentation" and result.display_range == (0.0, 1.0)
+    batch = inspector.prepare([image])
+    expected = np.asarray(inspector.run.autoencoder(batch, training=False)[1])[0, :, :, 0]
+    np.testing.assert_allclose(result.anomaly_map, expected, atol=1e-5)  # the head's output, not a residual
+    assert result.reconstruction.shape == (TINY_SIZE, TINY_SIZE, 1)
+
+
+def test_a_head_run_can_still_be_inspected_by_its_ssim_residual(head_run):
+    from utils.run import load_run
+
+    run = load_run(head_run)
+    run.config["anomaly_map"] = "ssim"
+    assert run.anomaly_map.name == "ssim" and run.spec.anomaly_map("l2", model="myCAE").name == "l2"
