@@ -21,7 +21,8 @@ import pytest
 from tests.line_fixtures import (WAIT_S, broker, main_py_command, read_journal, start_main_py,  # noqa: F401
                                  subscriber_factory, wait_until)
 from utils.journal import Journal
-from utils.line import InspectionLine, LineStats, ShiftSchedule, iso_utc, result_record
+from utils.line import (InspectionLine, LineStats, ShiftSchedule, error_record, inspected_sources, iso_utc,
+                        result_record)
 from utils.plots import png_bytes, result_pictures
 from utils.sources import SourceError, SourceItem
 
@@ -134,6 +135,20 @@ def test_line_counts_journals_and_resets_at_shift_boundaries(inspector, demo_tes
     assert final["total"] == 1 and final["errors"] == 0 and final["since"] == iso_utc(at(14, 0))
     lines = output.getvalue().splitlines()
     assert sum(text.startswith("seq=") for text in lines) == 4 and "ERROR source=b.png" in lines[1]
+
+
+def test_inspected_sources_are_the_results_and_errors_a_real_journal_holds(tmp_path):
+    path = tmp_path / "line.jsonl"
+    journal = Journal(path)
+    journal.append({**error_record(seq=1, at=at(6, 0), source="in/a.png", message="corrupt"), "type": "result"})
+    journal.append(error_record(seq=2, at=at(6, 1), source="in/b.png", message="corrupt"))
+    journal.append({"type": "shift", "name": "06:00", "start": iso_utc(at(6, 0)), "end": iso_utc(at(14, 0))})
+    journal.append(error_record(seq=3, at=at(6, 2), source="in/a.png", message="again"))  # a's latest record
+    journal.close()
+    with open(path, "ab") as torn:
+        torn.write(b'{"type":"result","seq":4,"ts":"2024-05-01T05:03:00.000Z","source":"in/c.p')  # a crash mid-write
+    assert inspected_sources(path) == {"in/a.png": at(6, 2).timestamp(), "in/b.png": at(6, 1).timestamp()}
+    assert inspected_sources(tmp_path / "never_written.jsonl") == {}
 
 
 # ---------------------------------------------------------------- main.py end to end
@@ -276,3 +291,46 @@ def test_killed_main_py_goes_offline_through_its_last_will(broker, subscriber_fa
     late = subscriber_factory(broker.port, f"{PREFIX}/status")
     late.wait_for(lambda: late.last(f"{PREFIX}/status"), "the retained status")
     assert late.last(f"{PREFIX}/status").payload == b"offline" and late.last(f"{PREFIX}/status").retain
+
+
+def test_parts_that_arrive_while_the_line_is_down_are_inspected_after_the_restart(
+        broker, subscriber_factory, tiny_run, demo_test_images, tmp_path):
+    watch_folder, journal = tmp_path / "incoming", tmp_path / "line.jsonl"
+    watch_folder.mkdir()
+    for index in range(2):  # waiting in the folder when the line starts for the first time
+        drop_part(demo_test_images[index], watch_folder, f"before_first_start_{index}.png")
+    watcher = subscriber_factory(broker.port, f"{PREFIX}/#")
+    arguments = ("--model", str(tiny_run), "--source", f"watch:{watch_folder}", *mqtt_flags(broker.port),
+                 "--journal", str(journal), "--shifts", "none")
+    first = start_main_py(*arguments, log_path=tmp_path / "first.log")
+    try:
+        watcher.wait_for(lambda: (last := watcher.last(f"{PREFIX}/status")) and last.payload == b"online",
+                         "main.py online", timeout_s=STARTUP_S)
+        drop_part(demo_test_images[2], watch_folder, "during_first_run.png")
+        wait_until(lambda: len(read_journal(journal)) == 3, "the first run to inspect the 3 parts")
+    finally:
+        first.kill()  # the crash: kill -9, no clean shutdown
+        first.wait(timeout=WAIT_S)
+    for index in (3, 4):
+        drop_part(demo_test_images[index], watch_folder, f"while_down_{index}.png")
+
+    second = start_main_py(*arguments, log_path=tmp_path / "second.log")
+    try:
+        wait_until(lambda: len(read_journal(journal)) >= 5, "the restarted line to inspect the 2 parts that "
+                   "arrived while it was down", timeout_s=STARTUP_S)
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=WAIT_S) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    finally:
+        if second.poll() is None:
+            second.kill()
+    records = read_journal(journal)
+    files = sorted(str(path) for path in watch_folder.glob("*.png"))
+    assert sorted(record["source"] for record in records) == files  # every part exactly once over both runs
+    assert [record["type"] for record in records] == ["result"] * 5
+    assert [record["seq"] for record in records] == [1, 2, 3, 4, 5]
+    watcher.wait_for(lambda: {message.json()["source"] for message in watcher.on(f"{PREFIX}/result")} == set(files),
+                     "a result on MQTT for every part")
+    assert "2 file(s) already in the folder: 0 already in the journal (skipped), 2 to inspect now" in \
+        (tmp_path / "first.log").read_text()
+    assert "5 file(s) already in the folder: 3 already in the journal (skipped), 2 to inspect now" in \
+        (tmp_path / "second.log").read_text()

@@ -14,6 +14,13 @@ parts per minute are counted over a sliding window (default 60 s) and decay whil
 
 Ctrl-C or SIGTERM: the line finishes the current part, publishes the final stats, waits (bounded) for the
 broker to acknowledge the journal, publishes status "offline", closes the journal and returns 0.
+
+Restarts of ``watch:DIR`` (after a crash, a power cut or a planned stop): the journal says which files were done
+(`inspected_sources`: every result or error record names its source file), so the restarted line inspects the
+files that arrived while it was down and skips those it had done. On a fresh journal every file already waiting
+in the folder is inspected. Either way the start logs how many files were waiting, skipped and to be inspected.
+A crash between inspecting a part and journaling it loses nothing: the part has no record yet and is inspected
+again. Batch sources (files, globs, folders) are inspected in full by every run, as before.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from datetime import datetime, time as clock_time, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from utils.journal import Journal
+from utils.journal import Journal, parse_record
 from utils.mqtt import DEFAULT_TOPIC_PREFIX, MqttPublisher, MqttSettings, image_payload
 from utils.plots import png_bytes, result_pictures
 from utils.sources import SourceError, SourceEvent, SourceItem, open_source
@@ -57,6 +64,31 @@ def iso_utc(moment: datetime) -> str:
 def default_journal_path(topic_prefix: str) -> Path:
     """logs/<prefix with / as _>.jsonl: one journal per line, so two lines never share one."""
     return Path("logs") / (topic_prefix.replace("/", "_") + ".jsonl")
+
+
+def inspected_sources(journal_path: str | Path) -> dict[str, float]:
+    """Every source the journal has a result or error record for → POSIX time (ts) of its latest such record.
+
+    What a restarted ``watch:`` line uses to tell the parts it has done from those that arrived while it was down.
+    A missing journal gives {}; torn and foreign lines are skipped (as the publisher skips them); a record whose
+    ts does not parse counts as done at any time (infinity).
+    """
+    inspected: dict[str, float] = {}
+    try:
+        reader = open(journal_path, "rb")
+    except FileNotFoundError:
+        return inspected
+    with reader:
+        for line in reader:
+            record = parse_record(line)
+            if record is None or record["type"] == "shift" or not isinstance(record.get("source"), str):
+                continue
+            try:
+                at = datetime.fromisoformat(record["ts"]).timestamp()
+            except (KeyError, TypeError, ValueError):
+                at = math.inf
+            inspected[record["source"]] = max(at, inspected.get(record["source"], at))
+    return inspected
 
 
 # ---------------------------------------------------------------- stats and shifts
@@ -296,6 +328,9 @@ def run_line(*, source: str, model: str | None = None, mqtt: MqttSettings | None
     """Run the line until the source ends or Ctrl-C/SIGTERM; return the exit status (0).
 
     Options are validated (and the source opened) before the model is loaded, so a typo fails in a second.
+    ``watch:DIR`` first inspects the files waiting in DIR that the journal has no result for (the parts that
+    arrived while the line was down; on a fresh journal every waiting file), then each new file once it is whole
+    (see utils.sources.FolderWatcher).
     """
     if images not in IMAGE_CHOICES:
         raise ValueError(f"--images must be one of {IMAGE_CHOICES}; got {images!r}")
@@ -303,12 +338,14 @@ def run_line(*, source: str, model: str | None = None, mqtt: MqttSettings | None
         raise ValueError(f"drain timeout must be >= 0 seconds; got {drain_timeout_s!r}")
     schedule = ShiftSchedule.parse(shifts)
     stop = threading.Event()
-    events = open_source(source, stop=stop, poll_interval_s=poll_interval_s)
+    topic_prefix = mqtt.topic_prefix if mqtt else DEFAULT_TOPIC_PREFIX
+    journal_path = Path(journal) if journal else default_journal_path(topic_prefix)
+    # Read before the watcher lists the folder: a file arriving in between has no record and is inspected.
+    inspected = inspected_sources(journal_path) if str(source).startswith("watch:") else None
+    events = open_source(source, stop=stop, poll_interval_s=poll_interval_s, already_inspected=inspected)
     from utils.inspector import Inspector  # here, not at import: it loads TensorFlow
 
     inspector = Inspector.from_run(model, decision=decision)
-    topic_prefix = mqtt.topic_prefix if mqtt else DEFAULT_TOPIC_PREFIX
-    journal_path = Path(journal) if journal else default_journal_path(topic_prefix)
     line_journal = Journal(journal_path)
     publisher = MqttPublisher(mqtt, line_journal) if mqtt else None
     try:
