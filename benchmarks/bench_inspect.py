@@ -1,10 +1,15 @@
 """How fast the Inspector turns images into verdicts, against two baselines measured in the same process.
 
     python benchmarks/bench_inspect.py [--model RUN] [--size 256] [--batch 8] [--repeats 5]
+    python benchmarks/bench_inspect.py --tile 128 [--photos 512x512,2048x2048,6000x2000]   # large photos, tiled
 
 * forward      the bare autoencoder forward pass on the same batch (compiled): the ceiling.
 * inspector    Inspector.inspect: preprocessing, reconstruction + SSIM map in one graph, blob decisions.
 * seed loop    the original method's way: per image model.predict, scikit-image SSIM map, seed rule.
+
+With --tile T (or a tiled --model run), photos of the --photos sizes (width x height, ascending) are inspected
+tile batch by tile batch instead, and the table gives images/s, tiles/s and the process's peak resident memory
+after each size (sizes ascend, so each peak belongs to its size): benchmarks/results/inspect_photos.json.
 
 Without --model, an untrained model of the chosen architecture is used (speed does not depend on the weights).
 Prints a table and writes benchmarks/results/inspect.json. No path to a verdict can beat the forward pass it
@@ -33,7 +38,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=256, help="image size without a run (default: 256)")
     parser.add_argument("--batch", type=int, default=8, help="images per batch (default: 8)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repetitions; the best is kept (default: 5)")
-    parser.add_argument("--out", default=str(PROJECT_ROOT / "benchmarks" / "results" / "inspect.json"))
+    parser.add_argument("--tile", type=int, help="an untrained run in tile mode (tile T, stride T/2): large photos")
+    parser.add_argument("--photos", default="512x512,2048x2048,6000x2000", help="photo sizes for tiles, WxH")
+    parser.add_argument("--out", help="JSON file (default: benchmarks/results/inspect.json, or inspect_photos.json "
+                        "with tiles)")
     return parser.parse_args()
 
 
@@ -42,11 +50,12 @@ def make_run(args: argparse.Namespace):
     run folder in a temporary folder and loaded like any other (load_run is the one way to a run)."""
     import models
     from utils import run as run_module
-    from utils.preprocessing import Stretch
+    from utils.preprocessing import Stretch, Tiles
 
     if args.model:
         return run_module.load_run(args.model)
-    preprocessing = Stretch(size=args.size, color_mode="grayscale")
+    preprocessing = (Tiles(tile=args.tile, color_mode="grayscale") if args.tile
+                     else Stretch(size=args.size, color_mode="grayscale"))
     autoencoder, encoder = models.build(args.architecture, preprocessing.input_shape)
     folder = Path(tempfile.mkdtemp(prefix="aivision-bench-"))
     run_module.save_model(autoencoder, folder / run_module.MODEL_FILE)
@@ -55,6 +64,26 @@ def make_run(args: argparse.Namespace):
         "preprocessing": preprocessing.record(), "status": "untrained"})
     run_module.write_json(folder / run_module.CALIBRATION_FILE, {"threshold": 0.5, "min_area": 85})
     return run_module.load_run(folder)
+
+
+def photo_rows(inspector, args: argparse.Namespace) -> list[dict]:
+    """Images/s, tiles/s and peak memory for each large photo size, smallest first."""
+    import resource
+
+    import numpy as np
+
+    rows = []
+    for text in args.photos.split(","):
+        width, height = (int(side) for side in text.lower().split("x"))
+        photo = np.random.default_rng(0).integers(0, 256, (height, width, 1), dtype=np.uint8)
+        tiles = inspector.preprocessing.plan(photo).count
+        rate = best_rate(lambda: inspector.inspect([photo]), 1, max(1, args.repeats // 2))
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+        rows.append({"photo": f"{width}x{height}", "tiles": tiles, "images_per_s": rate, "tiles_per_s": rate * tiles,
+                     "peak_rss_mb": round(peak_mb, 1), "photo_mb": round(photo.nbytes / 2**20, 1)})
+        print(f"{text:>10}  {tiles:>6} tiles  {rate:8.3f} images/s  {rate * tiles:8.1f} tiles/s  "
+              f"peak {peak_mb:7.0f} MB", flush=True)
+    return rows
 
 
 def demo_images(count: int, size: int) -> list:
@@ -98,6 +127,14 @@ def main() -> int:
 
     run = make_run(args)
     inspector = Inspector(run, batch_size=args.batch)
+    if inspector.preprocessing.mode == "tiles":
+        out = Path(args.out or PROJECT_ROOT / "benchmarks" / "results" / "inspect_photos.json")
+        rows = photo_rows(inspector, args)
+        result = {"model": run.config["model"], "preprocessing": inspector.preprocessing.record(),
+                  "batch": args.batch, "rows": rows}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        return 0
     images = demo_images(args.batch, inspector.size)
     batch = inspector.prepare(images)
     forward = tf.function(lambda x: run.autoencoder(x, training=False))
@@ -119,8 +156,9 @@ def main() -> int:
           f"{result['inspector_vs_forward']:.2f} of the bare forward pass, "
           f"{result['inspector_vs_seed_loop']:.1f}x the seed loop (the forward pass alone, the ceiling: "
           f"{result['forward_vs_seed_loop']:.1f}x)")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    out = Path(args.out or PROJECT_ROOT / "benchmarks" / "results" / "inspect.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 

@@ -94,7 +94,8 @@ class Inspector:
 
     def prepare(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Decoded images → the model inputs of all of them, stacked (a tiled photo gives several)."""
-        return np.concatenate([self.preprocessing.split(image)[0] for image in images])
+        plans = [self.preprocessing.plan(image) for image in images]
+        return np.concatenate([plan.inputs(0, plan.count) for plan in plans])
 
     def reconstruct_and_map(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(reconstructions N×h×w×C, anomaly maps N×h×w) for model inputs, in chunks of batch_size."""
@@ -106,19 +107,22 @@ class Inspector:
         return np.concatenate(reconstructions), np.concatenate(maps)
 
     def maps_for(self, images: Sequence[np.ndarray]) -> tuple[list, list, list]:
-        """(views, reconstructions, anomaly maps) of each image at the decision resolution: the preprocessing
-        splits every photo into model inputs, all of them run in batches, and each photo's outputs are merged back
-        (stitched, for tiles)."""
-        splits = [self.preprocessing.split(image) for image in images]
-        reconstructions, maps = self.reconstruct_and_map(np.concatenate([inputs for inputs, _ in splits]))
-        merged_reconstructions, merged_maps, start = [], [], 0
-        for inputs, placement in splits:
-            stop = start + len(inputs)
-            merged_reconstructions.append(self.preprocessing.merge(reconstructions[start:stop], placement))
-            merged_maps.append(self.preprocessing.merge(maps[start:stop], placement))
-            start = stop
+        """(views, reconstructions, anomaly maps) of each image at the decision resolution.
+
+        The preprocessing plans every photo's model inputs (one, or its tiles); they run in batches of
+        batch_size across photos, cut just before and blended into their photo's result just after each batch, so
+        memory holds one batch of inputs and one running sum per photo, whatever the photos' size."""
+        plans = [self.preprocessing.plan(image) for image in images]
+        inputs = [(plan, index) for plan in plans for index in range(plan.count)]
+        for start in range(0, len(inputs), self.batch_size):
+            pieces = inputs[start:start + self.batch_size]
+            batch = np.concatenate([plan.inputs(index, index + 1) for plan, index in pieces])
+            reconstructions, maps = (output.numpy() for output in self._forward(batch))
+            for offset, (plan, index) in enumerate(pieces):
+                plan.add(index, reconstructions[offset:offset + 1], maps[offset:offset + 1])
+        results = [plan.result() for plan in plans]
         views = [self.preprocessing.view(image) for image in images]
-        return views, merged_reconstructions, merged_maps
+        return views, [result[0] for result in results], [result[1] for result in results]
 
     def decide(self, anomaly_map: np.ndarray) -> blobs_module.Decision:
         if self.decision == "seed":

@@ -12,9 +12,10 @@ evaluation all use the run's own, so an image is always prepared the way the mod
   padded by reflection), and blend the tile maps with smooth weights (a raised cosine that never reaches 0) so no
   seams show. Training sees random tile crops of the good photos.
 
-Every step gives ``split(image) -> (inputs N×h×w×C float32 in [0, 1], placement)`` and
-``merge(values, placement)``, which turns the N model-resolution maps (or reconstructions) of one photo into one
-array at the decision resolution: model pixels for ``stretch``, the photo's own pixels for the other two.
+Every step gives ``plan(image)``: the photo's ``count`` model inputs, cut on demand (``inputs(start, stop)``,
+N×h×w×C float32 in [0, 1]), and ``add(start, *outputs)`` / ``result()``, which turn the model-resolution maps
+(and reconstructions) of those inputs into one array each at the decision resolution: model pixels for
+``stretch``, the photo's own pixels for the other two. ``split`` / ``merge`` do the same in one go.
 Ground-truth masks must have their image's size (``mask_for``); they are brought to the decision resolution
 with nearest neighbour.
 """
@@ -90,6 +91,9 @@ class Stretch:
     def split(self, image: np.ndarray) -> tuple[np.ndarray, Any]:
         return self.to_model(image)[None], None
 
+    def plan(self, image: np.ndarray) -> "SinglePlan":
+        return SinglePlan(self, image)
+
     def merge(self, values: np.ndarray, placement: Any) -> np.ndarray:
         return values[0]
 
@@ -143,6 +147,8 @@ class KeepAspect:
 
     def split(self, image: np.ndarray) -> tuple[np.ndarray, Any]:
         return self.to_model(image)[None], image.shape[:2]
+
+    plan = Stretch.plan
 
     def merge(self, values: np.ndarray, placement: Any) -> np.ndarray:
         height, width = placement
@@ -215,31 +221,84 @@ class Tiles:
         origins = list(range(0, last + 1, self.stride))
         return origins if origins[-1] == last else [*origins, last]
 
-    def split(self, image: np.ndarray) -> tuple[np.ndarray, Any]:
-        scaled = _unit(self.scaled(image))
-        corners = [(top, left) for top in self.starts(scaled.shape[0]) for left in self.starts(scaled.shape[1])]
-        tiles = np.stack([scaled[top:top + self.tile, left:left + self.tile] for top, left in corners])
-        return tiles, (image.shape[:2], scaled.shape[:2], corners)
+    def plan(self, image: np.ndarray) -> "TilePlan":
+        """The photo's tiles, cut batch by batch, and the running blend of their outputs (bounded memory)."""
+        return TilePlan(self, image)
 
-    def merge(self, values: np.ndarray, placement: Any) -> np.ndarray:
-        """Weighted average of the tiles' values over the scaled photo, cropped and resized to the photo."""
-        (height, width), scaled_shape, corners = placement
-        extra = values.shape[3:]
-        total = np.zeros((*scaled_shape, *extra), np.float64)
-        weight = np.zeros(scaled_shape, np.float64)
-        weights = self._weights.reshape(self.tile, self.tile, *([1] * len(extra)))
-        for value, (top, left) in zip(values, corners):
-            total[top:top + self.tile, left:left + self.tile] += value * weights
-            weight[top:top + self.tile, left:left + self.tile] += self._weights
-        merged = (total / weight.reshape(*scaled_shape, *([1] * len(extra)))).astype(np.float32)
-        rows, columns = max(1, round(height * self.scale)), max(1, round(width * self.scale))
-        merged = np.ascontiguousarray(merged[:rows, :columns])
-        return merged if (rows, columns) == (height, width) else _resize(merged, width, height)
+    def split(self, image: np.ndarray) -> tuple[np.ndarray, Any]:
+        plan = self.plan(image)
+        return plan.inputs(0, plan.count), plan
+
+    def merge(self, values: np.ndarray, placement: "TilePlan") -> np.ndarray:
+        """Weighted average of all the tiles' values, at the photo's own pixels (`placement`: a fresh plan)."""
+        placement.add(0, values)
+        return placement.result()[0]
 
     def view(self, image: np.ndarray) -> np.ndarray:
         return _unit(to_color_mode(image, self.color_mode))
 
     mask_for = KeepAspect.mask_for
+
+
+class TilePlan:
+    """One photo under `Tiles`: `inputs(start, stop)` cuts tiles on demand, `add(start, *outputs)` blends each
+    output's tiles into a running weighted sum, `result()` gives each output at the photo's own pixels. Only the
+    scaled photo and one sum per output are kept, so a 6000 × 2000 photo never becomes one tile tensor."""
+
+    def __init__(self, step: Tiles, image: np.ndarray):
+        self.step, self.source_shape = step, image.shape[:2]
+        self.photo = self.step.scaled(image)
+        self.corners = [(top, left) for top in step.starts(self.photo.shape[0])
+                        for left in step.starts(self.photo.shape[1])]
+        self.count = len(self.corners)
+        self.sums: list[np.ndarray] | None = None
+        self.weight = np.zeros(self.photo.shape[:2], np.float32)
+
+    def inputs(self, start: int, stop: int) -> np.ndarray:
+        tile = self.step.tile
+        return np.stack([_unit(self.photo[top:top + tile, left:left + tile])
+                         for top, left in self.corners[start:stop]])
+
+    def add(self, start: int, *outputs: np.ndarray) -> None:
+        """Blend tiles start, start + 1, … of every output (N×t×t or N×t×t×C) into its sum."""
+        tile, weights = self.step.tile, self.step._weights
+        if self.sums is None:
+            self.sums = [np.zeros((*self.photo.shape[:2], *output.shape[3:]), np.float32) for output in outputs]
+        for offset in range(len(outputs[0])):
+            top, left = self.corners[start + offset]
+            window = (slice(top, top + tile), slice(left, left + tile))
+            for total, output in zip(self.sums, outputs):
+                value = output[offset]
+                total[window] += value * (weights if value.ndim == 2 else weights[:, :, None])
+            self.weight[window] += weights
+
+    def result(self) -> list[np.ndarray]:
+        height, width = self.source_shape
+        rows, columns = max(1, round(height * self.step.scale)), max(1, round(width * self.step.scale))
+        merged = []
+        for total in self.sums or []:
+            weight = self.weight if total.ndim == 2 else self.weight[:, :, None]
+            blended = np.ascontiguousarray((total / weight)[:rows, :columns])
+            merged.append(blended if (rows, columns) == (height, width) else _resize(blended, width, height))
+        return merged
+
+
+class SinglePlan:
+    """One photo under a step with one model input per photo (stretch, keep-aspect), behind TilePlan's interface."""
+
+    def __init__(self, step, image: np.ndarray):
+        self.step, self.count = step, 1
+        self.input, self.placement = (value for value in step.split(image))
+        self.outputs: list[np.ndarray] = []
+
+    def inputs(self, start: int, stop: int) -> np.ndarray:
+        return self.input[start:stop]
+
+    def add(self, start: int, *outputs: np.ndarray) -> None:
+        self.outputs = list(outputs)
+
+    def result(self) -> list[np.ndarray]:
+        return [self.step.merge(output, self.placement) for output in self.outputs]
 
 
 def blend_weights(tile: int) -> np.ndarray:
