@@ -151,3 +151,23 @@ def test_stretch_maps_to_the_model_and_back_to_the_photo():
     assert from_record(step.record()) == step
     with pytest.raises(ValueError, match="unknown preprocessing mode 'tiles'; valid: stretch"):
         from_record({"mode": "tiles"})
+
+
+def test_a_named_recipe_presets_options_that_flags_still_override():
+    import train
+    from utils.config import command_line, given_options, make_config
+
+    args = train.parse_args(["--recipe", "restore-segment", "--loss", "ssim"])
+    config = make_config(None, given_options(args))
+    assert (config.recipe, config.head, config.synthetic_defects, config.loss) == ("restore-segment", True, True, "ssim")
+    assert command_line(config) == "python train.py --recipe restore-segment --loss ssim"
+    assert make_config(None, {}).head is False  # the default recipe is the original method
+
+
+def test_an_unknown_recipe_in_a_file_names_the_valid_ones(tmp_path):
+    from utils.config import make_config
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("recipe: draem\n")
+    with pytest.raises(ValueError, match="unknown recipe 'draem'; valid: seed, restore-segment"):
+        make_config(recipe)

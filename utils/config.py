@@ -21,6 +21,11 @@ from utils.run import DEFAULT_RUNS_DIR
 
 DISTRIBUTE_CHOICES = ("none", "mirrored", "multiworker")
 NOT_A_FLAG = "not_a_flag"  # metadata marker: set in a recipe file or from Python only
+# Named recipes: presets of options, applied under a --config file and the flags (which override them).
+RECIPES: dict[str, dict] = {
+    "seed": {},  # the original method: a plain CAE, SSIM loss, 1 − SSIM map, photos stretched
+    "restore-segment": {"head": True, "synthetic_defects": True, "loss": "ssim_l1"},  # after DRAEM
+}
 
 
 def option(default: Any, help: str, *, choices: str | None = None, metavar: str | None = None, flag: bool = True):
@@ -35,6 +40,9 @@ def option(default: Any, help: str, *, choices: str | None = None, metavar: str 
 class TrainConfig:
     data: str | None = option(None, "dataset root: MVTec AD layout (train/good, test/<defect>, ground_truth/) or "
                               "a plain folder of defect-free images; default: the built-in demo set", metavar="DIR")
+    recipe: str = option("seed", "a named preset of the options below, which still override it: seed (the "
+                         "original method) or restore-segment (--head --synthetic-defects --loss ssim_l1)",
+                         choices="recipes")
     model: str = option("myCAE", "architecture", choices="models")
     epochs: int = option(100, "maximum epochs; early stopping on validation loss usually ends sooner")
     size: int = option(256, "model input side: photos are stretched to SIZE×SIZE (aspect ratio not kept), or "
@@ -86,6 +94,8 @@ def choices_for(source: str | None) -> tuple[str, ...] | None:
         import models
 
         return tuple(dict.fromkeys(m.name for spec in models.MODELS.values() for m in spec.anomaly_maps))
+    if source == "recipes":
+        return tuple(RECIPES)
     if source == "colors":
         from utils.data import COLOR_MODES
 
@@ -177,18 +187,24 @@ def options_of_run(run_config: dict) -> dict:
 
 def make_config(recipe_path: str | Path | None = None, overrides: dict | None = None, *,
                 defaults: TrainConfig | None = None) -> TrainConfig:
-    """`defaults` (TrainConfig's own), then the recipe file's options, then `overrides` (the command line's)."""
+    """`defaults` (TrainConfig's own), then the named recipe's preset, then the recipe file's options, then
+    `overrides` (the command line's)."""
+    defaults = defaults or TrainConfig()
     options = read_recipe(recipe_path) if recipe_path else {}
     options.update(overrides or {})
-    return dataclasses.replace(defaults or TrainConfig(), **options)
+    recipe = options.get("recipe", defaults.recipe)
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; valid: {', '.join(RECIPES)}")
+    return dataclasses.replace(dataclasses.replace(defaults, **RECIPES[recipe]), **options)
 
 
 def command_line(config: TrainConfig, *, program: Sequence[str] = ("train.py",), exclude: Sequence[str] = (),
                  defaults: TrainConfig | None = None) -> str:
-    """The command that repeats `config`: `python`, the `program` words, and a flag for every option that differs
-    from `defaults` (hparams, which has no flag, is left out: a params file or recipe carries it)."""
-    defaults = defaults or TrainConfig()
-    words = ["python", *program]
+    """The command that repeats `config`: `python`, the `program` words, its recipe, and a flag for every option
+    that differs from `defaults` with that recipe applied (hparams, which has no flag, is left out: a params file
+    or recipe file carries it)."""
+    defaults = dataclasses.replace(defaults or TrainConfig(), recipe=config.recipe, **RECIPES[config.recipe])
+    words = ["python", *program] + ([] if config.recipe == TrainConfig.recipe else ["--recipe", config.recipe])
     for item in dataclasses.fields(TrainConfig):
         value = getattr(config, item.name)
         if item.name in exclude or item.metadata[NOT_A_FLAG] or value == getattr(defaults, item.name):
