@@ -114,7 +114,7 @@ def test_a_recipe_with_an_unknown_option_names_it_and_the_valid_ones(tmp_path):
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("size: 64\nepoch: 5\n")
-    with pytest.raises(ValueError, match=r"unknown option\(s\) epoch; valid: data, model, epochs"):
+    with pytest.raises(ValueError, match=r"unknown option\(s\) epoch; valid: data, recipe, model, epochs"):
         read_recipe(recipe)
 
 
