@@ -7,7 +7,9 @@
 Each model is trained with utils.training.train (calibration included, as train.py does) on the good training
 images of --data (default: the built-in demo set, generated on first use), then evaluated by utils.evaluation on
 its test/ images, exactly as IoU_test.py would. One row per model: image AUROC, pixel AUROC, AUPRO, box IoU
-(largest blob), balanced accuracy and training time (training + calibration, wall clock on this machine).
+(largest blob), balanced accuracy, TPR and TNR at the calibrated threshold, training time (training +
+calibration, wall clock on this machine), and the synthetic AUROC (utils.evaluation.synthetic_check: the run's
+held-out good images, clean and with a painted defect), the signal to rank recipes by without the test split.
 
 Rows go to benchmarks/results/quality_<dataset>.json (or --out): a list of objects with keys model, recipe, size,
 epochs, image_auroc, pixel_auroc, aupro, iou_bbox_mean, balanced_accuracy, train_seconds and command (the
@@ -33,9 +35,10 @@ if str(PROJECT_ROOT) not in sys.path:
 log = logging.getLogger("bench_quality")
 
 ROW_KEYS = ("model", "recipe", "size", "epochs", "image_auroc", "pixel_auroc", "aupro", "iou_bbox_mean",
-            "balanced_accuracy", "train_seconds", "command")
+            "balanced_accuracy", "tpr", "tnr", "synthetic_auroc", "train_seconds", "command")
 TABLE_COLUMNS = (("image AUROC", "image_auroc"), ("pixel AUROC", "pixel_auroc"), ("AUPRO", "aupro"),
-                 ("box IoU", "iou_bbox_mean"), ("bal. acc.", "balanced_accuracy"), ("train s", "train_seconds"))
+                 ("box IoU", "iou_bbox_mean"), ("bal. acc.", "balanced_accuracy"), ("TPR", "tpr"), ("TNR", "tnr"),
+                 ("synth. AUROC", "synthetic_auroc"), ("train s", "train_seconds"))
 
 
 BENCH_DEFAULTS = {"size": 128, "epochs": 30}  # smaller than train.py's: seven models must fit in an afternoon
@@ -99,7 +102,7 @@ def benchmark_model(config, model: str, runs_dir: Path) -> dict:
     """Train `model` with the benchmark's options, evaluate it on the test images of its data, return its row."""
     import dataclasses
 
-    from utils.evaluation import evaluate
+    from utils.evaluation import evaluate, synthetic_check
     from utils.training import train
 
     config = dataclasses.replace(config, model=model, out=str(runs_dir),
@@ -107,11 +110,12 @@ def benchmark_model(config, model: str, runs_dir: Path) -> dict:
     started = time.perf_counter()
     run_dir = train(config)
     train_seconds = time.perf_counter() - started
+    synthetic = synthetic_check(run_dir, seed=config.seed, batch_size=config.batch_size)  # the tuning signal
     report = evaluate(run_dir, config.data, decision="calibrated", batch_size=config.batch_size)
-    metrics = report.evaluations["calibrated"].metrics
+    metrics = {**report.evaluations["calibrated"].metrics, **synthetic}
     row = {"model": model, "recipe": recipe_of(config), "size": config.size, "epochs": config.epochs,
            **{key: metrics[key] for key in ("image_auroc", "pixel_auroc", "aupro", "iou_bbox_mean",
-                                            "balanced_accuracy")},
+                                            "balanced_accuracy", "tpr", "tnr", "synthetic_auroc")},
            "train_seconds": round(train_seconds, 1), "command": reproducing_command(config, model)}
     return {key: row[key] for key in ROW_KEYS}
 
