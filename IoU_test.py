@@ -7,6 +7,8 @@ Writes RUN/results/<dataset>/: metrics.json, per_image.csv, roc.png, pro.png, sc
 worst_overlays.png (with --decision both: one such folder per rule, RUN/results/<dataset>/seed/ and
 .../calibrated/, plus comparison.csv). <dataset> is the data folder's name (its parent's for a test/ folder).
 Unreadable images are named, skipped and counted; metrics the set cannot give are null, and the output says why.
+Errors (missing folder, damaged run, unwritable results folder: checked before evaluating) are one line
+`error: ...` and exit code 2.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,16 +34,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+WRITE_ADVICE = "move what is in the way, or copy the run folder somewhere writable and pass --model COPY"
+
+
+def check_results_folders(run_path: Path, args: argparse.Namespace) -> Path:
+    """RUN/results/<dataset>/, checked writable (with its per-rule folders) before an evaluation that may take
+    an hour; returns it."""
+    from utils.evaluation import RULES_FOR_CHOICE, dataset_name
+    from utils.run import check_writable_folder
+
+    folder = run_path / "results" / dataset_name(args.data)
+    rule_folders = [folder / rule for rule in RULES_FOR_CHOICE[args.decision]] if args.decision == "both" else [folder]
+    for rule_folder in rule_folders:
+        check_writable_folder(rule_folder, advice=WRITE_ADVICE)
+    return folder
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = parse_args(argv)
     from utils.evaluation import evaluate
+    from utils.run import resolve_run
 
+    folder = None
     try:
-        report = evaluate(args.model, args.data, decision=args.decision, batch_size=args.batch_size)
+        run_path = resolve_run(args.model)
+        folder = check_results_folders(run_path, args)
+        report = evaluate(run_path, args.data, decision=args.decision, batch_size=args.batch_size)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # e.g. the disk filled up while the results were written (their folder was checked)
+        print(f"error: {error} (results folder {str(folder)!r}): if the results could not be written there, free "
+              f"space or {WRITE_ADVICE}, then rerun", file=sys.stderr)
         return 2
     print(report.text)
     return 0

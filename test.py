@@ -4,8 +4,10 @@
     python test.py --model saved_models/<run> --data data/demo --index 45
     python test.py --image part.png --decision seed          # the original method's verdict
 
-Pictures go to RUN/test/<image-stem>/: input, noisy (runs trained with --noise), code, reconstruction, residual
-(heat map), defect (mask), overlay (the defect picture main.py publishes) and panel (.png), drawn by utils.plots.
+Pictures go to RUN/test/<folder>_<stem>/ (the image's folder and file name: crack/006.png and dent/006.png keep
+apart): input, noisy (runs trained with --noise), code, reconstruction, residual (heat map), defect (mask), overlay
+(the defect picture main.py publishes) and panel (.png), drawn by utils.plots. Errors (unreadable image, damaged
+run, unwritable picture folder) are one line `error: ...` and exit code 2; the verdict is printed first.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from utils.run import DEFAULT_RUNS_DIR
+from utils.run import DEFAULT_RUNS_DIR, check_writable_folder, safe_name
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,35 +34,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def pick_image(args: argparse.Namespace) -> tuple[Path, str]:
-    """The image to inspect and the name of its picture folder (defect type first when picked from --data)."""
+def pick_image(args: argparse.Namespace) -> Path:
+    """The image to inspect: --image, or test image --index of the labelled set --data."""
     if args.image:
-        return Path(args.image), Path(args.image).stem
+        return Path(args.image)
     from utils.data import find_test_items
 
     items = find_test_items(args.data)
     if not 0 <= args.index < len(items):
         raise ValueError(f"--index must be between 0 and {len(items) - 1} for {args.data!r}; got {args.index}")
-    return items[args.index].path, f"{items[args.index].defect}_{items[args.index].path.stem}"
+    return items[args.index].path
 
 
-def inspect_and_save(args: argparse.Namespace) -> tuple:
-    """The one library path: decode → Inspector → pictures. Returns (result, folder)."""
-    import tensorflow as tf
+def picture_folder_name(image_path: Path) -> str:
+    """<folder>_<stem> of the image (for a labelled set: <defect>_<stem>), safe as one folder name and never
+    "." or ".." (Path("...png").stem is "..")."""
+    return safe_name(f"{image_path.parent.name}_{image_path.stem}", default="image")
 
-    from utils.data import add_denoising_noise, decode_image
+
+def inspect_image(args: argparse.Namespace) -> tuple:
+    """The one library path: decode → Inspector. Returns (result, inspector, image path)."""
+    from utils.data import decode_image
     from utils.inspector import Inspector
-    from utils.plots import save_inspection_images
 
-    image_path, name = pick_image(args)
+    image_path = pick_image(args)
     image = decode_image(image_path)
     inspector = Inspector.from_run(args.model, decision=args.decision)
-    result = inspector.inspect([image])[0]
+    return inspector.inspect([image])[0], inspector, image_path
+
+
+def save_pictures(result, inspector, image_path: Path) -> Path:
+    """Every intermediate picture into RUN/test/<folder>_<stem>/; returns that folder."""
+    import tensorflow as tf
+
+    from utils.data import add_denoising_noise
+    from utils.plots import save_inspection_images
+
+    folder = inspector.run.path / "test" / picture_folder_name(image_path)
+    check_writable_folder(folder, advice="move what is in the way, or copy the run folder somewhere writable "
+                          "and pass --model COPY")
     noisy = add_denoising_noise(tf.constant(result.input)).numpy() if inspector.run.config.get("noise") else None
-    folder = inspector.run.path / "test" / name
-    save_inspection_images(result, folder, code=inspector.encode(result.input[None])[0], noisy=noisy,
-                           title=image_path.name)
-    return result, folder
+    try:
+        save_inspection_images(result, folder, code=inspector.encode(result.input[None])[0], noisy=noisy,
+                               title=image_path.name)
+    except OSError as error:
+        raise ValueError(f"Cannot write the pictures to {str(folder)!r}: {error}") from error
+    return folder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,12 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = parse_args(argv)
     try:
-        result, folder = inspect_and_save(args)
-    except ValueError as error:
+        result, inspector, image_path = inspect_image(args)
+        print(f"{result.verdict}  score {result.score:.4f}  threshold {result.threshold:.4f}  "
+              f"largest blob {result.max_blob_area:.0f} px (min {result.min_area} px, {result.rule} rule)", flush=True)
+        folder = save_pictures(result, inspector, image_path)
+    except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"{result.verdict}  score {result.score:.4f}  threshold {result.threshold:.4f}  "
-          f"largest blob {result.max_blob_area:.0f} px (min {result.min_area} px, {result.rule} rule)")
     print(f"pictures: {folder}")
     return 0
 

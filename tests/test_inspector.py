@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import TINY_SIZE
-from test_train import run_script
+from test_train import load_script, run_script
 from utils import calibration
 from utils.blobs import decide
 from utils.data import decode_image, find_test_items
@@ -106,3 +108,38 @@ def test_test_script_rejects_an_unreadable_image_with_exit_2(tiny_run, tmp_path)
     broken.write_bytes(b"not a png")
     result = run_script("test.py", "--model", str(tiny_run), "--image", str(broken))
     assert result.returncode == 2 and "broken.png" in result.stderr
+
+
+def picture_folder_of(stdout: str) -> Path:
+    lines = [line for line in stdout.splitlines() if line.startswith("pictures: ")]
+    assert len(lines) == 1, stdout
+    return Path(lines[0].removeprefix("pictures: "))
+
+
+def test_same_named_images_of_different_folders_keep_their_own_pictures(tiny_run, tiny_demo, tmp_path, capsys):
+    """crack/006.png and dent/006.png used to share RUN/test/006/: the second overwrote the first's pictures."""
+    script = load_script("test.py")
+    sources = {defect: next(item.path for item in find_test_items(tiny_demo) if item.defect == defect)
+               for defect in ("crack", "dent")}
+    folders = {}
+    for defect, source in sources.items():
+        (tmp_path / defect).mkdir()
+        shutil.copy(source, tmp_path / defect / "006.png")
+        assert script.main(["--model", str(tiny_run), "--image", str(tmp_path / defect / "006.png")]) == 0
+        folders[defect] = picture_folder_of(capsys.readouterr().out)
+    assert folders["crack"] != folders["dent"]
+    assert all(folder.parent == tiny_run / "test" and defect in folder.name for defect, folder in folders.items())
+    # Each folder still shows its own image (the two sources differ, so their input pictures differ too).
+    assert not np.array_equal(decode_image(folders["crack"] / "input.png"), decode_image(folders["dent"] / "input.png"))
+
+@pytest.mark.parametrize("file_name", ["...png", "..png", ".png", "-.png"])
+def test_a_dot_named_image_writes_inside_the_test_folder(tiny_run, tiny_demo, tmp_path, capsys, file_name):
+    """Path("...png").stem is "..": RUN/test/.. is the run folder itself."""
+    run = shutil.copytree(tiny_run, tmp_path / "run", ignore=shutil.ignore_patterns("test", "results"))
+    image = tmp_path / file_name
+    shutil.copy(find_test_items(tiny_demo)[0].path, image)
+    assert load_script("test.py").main(["--model", str(run), "--image", str(image)]) == 0
+    folder = picture_folder_of(capsys.readouterr().out)
+    assert folder.parent == run / "test" and folder.name not in ("", ".", "..")
+    assert not folder.name.startswith(".")  # no hidden picture folders either
+    assert (folder / "input.png").is_file() and not (run / "input.png").exists()

@@ -1,9 +1,14 @@
 """train.py end to end on a tiny demo set: the run folder, resuming, distribution, errors."""
 from __future__ import annotations
 
+import csv
+import importlib.util
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +21,18 @@ RUN_FILES = ["model.keras", "encoder.keras", "config.json", "history.json", "his
 
 
 def run_script(*args: str, cwd: Path = PROJECT_ROOT, extra_env: dict | None = None) -> subprocess.CompletedProcess:
-    import os
-
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(extra_env or {})}
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def load_script(name: str):
+    """A script of the project (test.py, IoU_test.py…) as a module, to call its main(argv) in this process.
+
+    Loaded from its file under a private name: `test` would be the standard library's regression-test package."""
+    spec = importlib.util.spec_from_file_location(f"aivision_script_{Path(name).stem}", PROJECT_ROOT / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_tiny_run_folder_is_complete(tiny_run):
@@ -106,3 +119,92 @@ def test_mirrored_training_on_two_logical_cpus_runs_and_saves(tiny_demo, tmp_pat
     config = json.loads((run_dir / "config.json").read_text())
     assert config["replicas"] == 2 and config["distribute"] == "mirrored"
     assert (run_dir / "model.keras").is_file()
+
+
+def test_history_is_written_every_epoch_and_a_rerun_epoch_replaces_its_record(tmp_path):
+    """What a resume does after a kill: the epoch interrupted (or checkpointed late) runs again."""
+    from utils.training import history_writer
+
+    run_config = {"model": "myCAE", "status": "training"}
+    first = history_writer(tmp_path, run_config)
+    first.on_epoch_end(0, {"loss": 0.9, "val_loss": 0.8})
+    assert json.loads((tmp_path / "history.json").read_text()) == {"loss": [0.9], "val_loss": [0.8]}
+    assert json.loads((tmp_path / "config.json").read_text())["epochs_run"] == 1
+    first.on_epoch_end(1, {"loss": 0.7, "val_loss": 0.6})
+    resumed = history_writer(tmp_path, dict(run_config))  # a new process, reading what the killed one wrote
+    resumed.on_epoch_end(1, {"loss": 0.5, "val_loss": 0.4})
+    resumed.on_epoch_end(2, {"loss": 0.3, "val_loss": 0.2})
+    assert json.loads((tmp_path / "history.json").read_text()) == {"loss": [0.9, 0.5, 0.3],
+                                                                   "val_loss": [0.8, 0.4, 0.2]}
+    assert json.loads((tmp_path / "config.json").read_text())["epochs_run"] == 3
+
+
+def test_history_of_a_run_killed_before_history_json_existed_is_rebuilt_from_history_csv(tmp_path):
+    from utils.training import history_writer
+
+    (tmp_path / "history.csv").write_text("epoch,loss,val_loss\n0,0.9,0.8\n1,0.7,0.6\n")
+    history_writer(tmp_path, {}).on_epoch_end(2, {"loss": 0.5, "val_loss": 0.4})
+    assert json.loads((tmp_path / "history.json").read_text()) == {"loss": [0.9, 0.7, 0.5],
+                                                                   "val_loss": [0.8, 0.6, 0.4]}
+
+
+BLOCKED_TRAINING_SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[3])
+import keras
+from utils.config import TrainConfig
+from utils.training import train
+
+
+class WaitInTheSecondEpoch(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            sys.stdin.read()  # the test never writes to or closes stdin: blocked until killed
+
+
+train(TrainConfig(data=sys.argv[1], out=sys.argv[2], model="myCAE", size=32, epochs=3, batch_size=4),
+      extra_callbacks=[WaitInTheSecondEpoch()])
+"""
+
+
+def wait_for_file(pattern: str, folder: Path, process: subprocess.Popen, *, deadline_s: float = 300.0) -> Path:
+    """The first file matching `pattern` under `folder`, waiting on the process (it must not exit) meanwhile."""
+    give_up = time.monotonic() + deadline_s
+    while time.monotonic() < give_up:
+        found = sorted(folder.glob(pattern))
+        if found:
+            return found[0]
+        try:
+            process.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            continue
+        pytest.fail(f"training exited with {process.returncode} before writing {pattern}")
+    pytest.fail(f"no {pattern} under {folder} after {deadline_s:.0f} s")
+
+
+def test_history_survives_kill_9_in_the_second_epoch_and_a_resume(tiny_demo, tmp_path):
+    out, log = tmp_path / "runs", tmp_path / "training.log"
+    with open(log, "w") as log_file:
+        process = subprocess.Popen([sys.executable, "-c", BLOCKED_TRAINING_SCRIPT, str(tiny_demo), str(out),
+                                    str(PROJECT_ROOT)], stdin=subprocess.PIPE, stdout=log_file, stderr=log_file,
+                                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        try:
+            checkpoint = wait_for_file("*/checkpoints/training_metadata.json", out, process)
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            process.stdin.close()
+    assert process.returncode == -signal.SIGKILL, log.read_text()[-2000:]
+    run_dir = checkpoint.parents[1]
+    assert json.loads(checkpoint.read_text())["epoch"] == 1  # killed in epoch 2, after epoch 1's checkpoint
+
+    resumed = run_script("train.py", "--resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    history = json.loads((run_dir / "history.json").read_text())
+    assert len(history["loss"]) == 3 and len(history["val_loss"]) == 3
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["epochs_run"] == 3 and config["status"] == "trained"
+    with open(run_dir / "history.csv", newline="") as handle:
+        logged = {int(row["epoch"]): float(row["loss"]) for row in csv.DictReader(handle)}
+    for epoch, loss in logged.items():  # the CSV log and history.json tell the same story
+        assert history["loss"][epoch] == pytest.approx(loss, rel=1e-6)

@@ -3,16 +3,20 @@
     saved_models/<YYYYmmdd-HHMMSS>_<model>_<dataset>/
         model.keras, encoder.keras, config.json, calibration.json, history.json, history.csv, plots/, test/, results/
 
-`load_run` is the only way a script obtains a model with its preprocessing and threshold. Every write here is
-atomic (written beside the target, then renamed), so a run killed mid-save never leaves a half-written file.
+`load_run` is the only way a script obtains a model with its preprocessing and threshold; a damaged run file is a
+one-line ValueError naming it and what to do. Every write here is atomic (written beside the target, then
+renamed), so a run killed mid-save never leaves a half-written file; written files get the mode the umask gives
+any new file (0644 under umask 022), so the line can run as another user than training did.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import secrets
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,9 +72,10 @@ class Run:
         return self.preprocessing.color_mode
 
 
-def safe_name(text: str) -> str:
-    """A folder-name-safe version of `text` (letters, digits, '-', '_' and '.')."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "data"
+def safe_name(text: str, *, default: str = "data") -> str:
+    """A folder-name-safe version of `text` (letters, digits, '-', '_' and '.'), never empty, "." or ".." and
+    never hidden: leading and trailing '-', '_' and '.' are dropped; `default` when nothing is left."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-_.") or default
 
 
 def new_run_dir(out: str | Path, model_name: str, dataset_name: str) -> Path:
@@ -85,37 +90,68 @@ def new_run_dir(out: str | Path, model_name: str, dataset_name: str) -> Path:
     return path
 
 
-def _atomic_target(path: Path, suffix: str) -> str:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(handle)
-    return temporary
+def _temporary_path(path: Path, suffix: str) -> Path:
+    """A fresh name beside `path` for an atomic write. Not created here: mkstemp would create it at mode 0600,
+    and the renamed file would keep that mode; whoever creates it (open, Keras) gets the umask's mode."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(8)}{suffix}")
 
 
 def write_json(path: str | Path, data: Any) -> None:
     """Write `data` as indented JSON, atomically."""
     path = Path(path)
-    temporary = _atomic_target(path, ".json")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, default=str)
-        handle.write("\n")
-    os.replace(temporary, path)
+    temporary = _temporary_path(path, ".json")
+    try:
+        with open(temporary, "x", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, default=str)
+            handle.write("\n")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def read_json(path: str | Path) -> Any:
+    """The JSON content of `path`; a ValueError naming the file when it is not valid JSON."""
     with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+        try:
+            return json.load(handle)
+        except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+            raise ValueError(f"{str(path)!r} is not valid JSON ({error})") from error
 
 
 def save_model(model, path: str | Path) -> None:
     """model.save(path), atomically (Keras needs the temporary name to end in .keras)."""
     path = Path(path)
-    temporary = _atomic_target(path, ".keras")
+    temporary = _temporary_path(path, ".keras")
     try:
         model.save(temporary)
         os.replace(temporary, path)
     finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+        temporary.unlink(missing_ok=True)
+
+
+def check_writable_folder(folder: str | Path, *, advice: str = "make it a writable folder") -> None:
+    """Raise a one-line ValueError naming `folder` (and the file in its way) unless files can be written in it.
+
+    Folders created to find out are removed again, so the check leaves no trace; run it before long work whose
+    results go to `folder`.
+    """
+    folder = Path(folder)
+    missing = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        blocker = next((path for path in (folder, *folder.parents) if path.exists()), None)
+        reason = (f"{str(blocker)!r} is a file, not a folder" if blocker is not None and not blocker.is_dir()
+                  else error.strerror or str(error))
+        raise ValueError(f"Cannot write to {str(folder)!r}: {reason}; {advice}.") from error
+    finally:
+        for path in missing:  # only the folders this check created, and only while empty
+            try:
+                path.rmdir()
+            except OSError:
+                pass
 
 
 def list_runs(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> list[Path]:
@@ -142,13 +178,48 @@ def resolve_run(path: str | Path | None, *, runs_dir: str | Path = DEFAULT_RUNS_
 
 
 def load_run(path: str | Path | None = None, *, runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Run:
-    """Load a run folder (default: the newest in `runs_dir`): models with compile=False, config, calibration."""
+    """Load a run folder (default: the newest in `runs_dir`): models with compile=False, config, calibration.
+
+    A file that is there but damaged is a one-line ValueError naming it and what to do."""
+    path = resolve_run(path, runs_dir=runs_dir)
+    restore_or_retrain = "restore the file from a backup, or retrain the run with `python train.py`"
+    config = _read_run_json(path / CONFIG_FILE, restore_or_retrain)
+    if "model" not in config:
+        raise ValueError(f"{str(path / CONFIG_FILE)!r} names no model: {restore_or_retrain}.")
+    autoencoder = _load_keras_file(path / MODEL_FILE)
+    encoder_path = path / ENCODER_FILE
+    encoder = _load_keras_file(encoder_path) if encoder_path.is_file() else None
+    calibration_path = path / CALIBRATION_FILE
+    calibration = (_read_run_json(calibration_path, f"recalibrate with `python train.py --calibrate {path}`")
+                   if calibration_path.is_file() else None)
+    return Run(path, autoencoder, encoder, config, calibration)
+
+
+def _read_run_json(path: Path, advice: str) -> dict:
+    try:
+        content = read_json(path)
+    except (ValueError, OSError) as error:
+        raise ValueError(f"{_one_line(error)}: {advice}.") from error
+    if not isinstance(content, dict):
+        raise ValueError(f"{str(path)!r} holds a JSON {type(content).__name__}, not an object: {advice}.")
+    return content
+
+
+def _load_keras_file(path: Path):
+    """keras.models.load_model(path, compile=False), with a damaged file named as damaged (Keras says "File not
+    found" for a truncated .keras file, which is a zip archive)."""
     import keras
 
-    path = resolve_run(path, runs_dir=runs_dir)
-    autoencoder = keras.models.load_model(path / MODEL_FILE, compile=False)
-    encoder_path = path / ENCODER_FILE
-    encoder = keras.models.load_model(encoder_path, compile=False) if encoder_path.is_file() else None
-    calibration_path = path / CALIBRATION_FILE
-    calibration = read_json(calibration_path) if calibration_path.is_file() else None
-    return Run(path, autoencoder, encoder, read_json(path / CONFIG_FILE), calibration)
+    advice = "retrain the run with `python train.py`, or restore the file from a backup"
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{str(path)!r} is damaged (not a complete .keras archive; truncated?): {advice}.")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as error:  # noqa: BLE001 — a damaged archive fails in many ways (zip, JSON, HDF5, layers)
+        raise ValueError(f"{str(path)!r} cannot be loaded ({type(error).__name__}: {_one_line(error)}): "
+                         f"{advice}.") from error
+
+
+def _one_line(error: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"

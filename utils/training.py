@@ -7,9 +7,11 @@ with the run's own options.
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import logging
+import math
 import os
 import platform
 import subprocess
@@ -28,6 +30,8 @@ from utils.config import DISTRIBUTE_CHOICES, TrainConfig, options_of_run
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
+HISTORY_FILE = "history.json"
+HISTORY_LOG = "history.csv"
 DEMO_DATA_ROOT = Path("data/demo")
 
 
@@ -128,15 +132,77 @@ def resolve_data_root(config: TrainConfig) -> Path:
     return ensure_demo_set(DEMO_DATA_ROOT)
 
 
-def training_callbacks(run_dir: Path, config: TrainConfig, *, keep_checkpoint: bool = True) -> list:
-    """Checkpoint every epoch (resumable), stop early on val_loss with the best weights, log history as we go."""
+def training_callbacks(run_dir: Path, config: TrainConfig, *, keep_checkpoint: bool = True,
+                       run_config: dict | None = None) -> list:
+    """Record history (and config.json's epochs_run) every epoch, checkpoint every epoch (resumable), stop early on
+    val_loss with the best weights, log history.csv as we go.
+
+    The history writer comes before the checkpoint: a run killed between the two re-runs that epoch on resume,
+    whose record then replaces the first one; the other order would lose the epoch from history.json."""
     import keras
 
     return [
+        history_writer(run_dir, run_config),
         keras.callbacks.BackupAndRestore(str(run_dir / CHECKPOINT_DIR), delete_checkpoint=not keep_checkpoint),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        keras.callbacks.CSVLogger(str(run_dir / HISTORY_LOG), append=True),
     ]
+
+
+def history_writer(run_dir: Path, run_config: dict | None = None):
+    """A callback rewriting history.json (atomically) after every epoch, and config.json with `epochs_run` when
+    `run_config` is given, so a killed run keeps every finished epoch for its resume.
+
+    Values are stored by epoch number (Keras counts on across a resume): an epoch that runs again replaces its
+    record instead of repeating it."""
+    import keras
+
+    history = recorded_history(run_dir)
+
+    def record(epoch: int, logs: dict | None) -> None:
+        for key, value in (logs or {}).items():
+            values = history.setdefault(key, [])
+            del values[epoch:]
+            values.extend([math.nan] * (epoch - len(values)))  # epochs lost by a run from before this writer
+            values.append(float(value))
+        run_module.write_json(run_dir / HISTORY_FILE, history)
+        if run_config is not None:
+            run_config["epochs_run"] = epoch + 1
+            run_module.write_json(run_dir / run_module.CONFIG_FILE, run_config)
+
+    return keras.callbacks.LambdaCallback(on_epoch_end=record)
+
+
+def recorded_history(run_dir: Path) -> dict:
+    """The epochs recorded so far: history.json, or history.csv where that log holds more epochs (a run killed
+    before history.json was written every epoch)."""
+    path = run_dir / HISTORY_FILE
+    history = run_module.read_json(path) if path.is_file() else {}
+    logged = history_from_log(run_dir / HISTORY_LOG)
+    return logged if epoch_count(logged) > epoch_count(history) else history
+
+
+def epoch_count(history: dict) -> int:
+    return max((len(values) for values in history.values()), default=0)
+
+
+def history_from_log(path: Path) -> dict:
+    """history.csv (CSVLogger's, one row per epoch) as a history dict: epochs 0, 1, … up to the first gap or
+    broken row (a kill mid-write); an epoch logged twice (re-run after a resume) counts with its last row."""
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = {row.get("epoch"): row for row in csv.DictReader(handle)}
+    history: dict[str, list[float]] = {}
+    for epoch in range(len(rows)):
+        row = rows.get(str(epoch))
+        try:
+            values = {key: float(value) for key, value in row.items() if key != "epoch"}
+        except (AttributeError, TypeError, ValueError):
+            break
+        for key, value in values.items():
+            history.setdefault(key, []).append(value)
+    return history
 
 
 def make_run_config(config: TrainConfig, root: Path, split: tuple[list, list]) -> dict:
@@ -206,7 +272,8 @@ def fit_model(config: TrainConfig, run_dir: Path, run_config: dict, *, callbacks
         # that the input "ran out of data", which is expected here and not a problem.
         warnings.filterwarnings("ignore", message="Your input ran out of data")
         history = model.fit(train_data, validation_data=validation_data, epochs=config.epochs, shuffle=False,
-                            callbacks=[*training_callbacks(run_dir, config, keep_checkpoint=keep_checkpoint),
+                            callbacks=[*training_callbacks(run_dir, config, keep_checkpoint=keep_checkpoint,
+                                                          run_config=run_config),
                                        *callbacks],
                             verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose)
     return FitOutcome(model, encoder, history.history, skipped, replicas, time.time() - started)
@@ -226,7 +293,7 @@ def fit_run(run_dir: Path, config: TrainConfig, run_config: dict, extra_callback
     outcome = fit_model(config, run_dir, run_config, callbacks=extra_callbacks)
     run_module.save_model(outcome.model, run_dir / run_module.MODEL_FILE)
     run_module.save_model(outcome.encoder, run_dir / run_module.ENCODER_FILE)
-    merged = merge_history(run_dir, outcome.history)
+    merged = recorded_history(run_dir)  # every epoch, before and after a resume (written by history_writer)
     run_config.update(status="trained", epochs_run=len(merged.get("loss", [])), replicas=outcome.replicas,
                       wall_time_s=round(run_config.get("wall_time_s", 0.0) + outcome.seconds, 1),
                       skipped_files=sorted(outcome.skipped))
@@ -234,16 +301,6 @@ def fit_run(run_dir: Path, config: TrainConfig, run_config: dict, extra_callback
         log.warning("Skipped %d unreadable image(s) during training (named above).", len(outcome.skipped))
     save_plots(run_dir, outcome.model, merged)
     return run_config
-
-
-def merge_history(run_dir: Path, new_history: dict) -> dict:
-    """history.json = earlier epochs (before a resume) followed by this session's epochs."""
-    path = run_dir / "history.json"
-    merged = run_module.read_json(path) if path.is_file() else {}
-    for key, values in new_history.items():
-        merged.setdefault(key, []).extend(float(value) for value in values)
-    run_module.write_json(path, merged)
-    return merged
 
 
 def save_plots(run_dir: Path, autoencoder, history: dict) -> None:
