@@ -75,7 +75,9 @@ def save_pictures(result, inspector, image_path: Path) -> Path:
                           "and pass --model COPY")
     noisy = add_denoising_noise(tf.constant(result.input)).numpy() if inspector.run.config.get("noise") else None
     try:
-        save_inspection_images(result, folder, code=inspector.encode(result.input[None])[0], noisy=noisy,
+        # The code of the (first) model input: the whole photo when stretched, its first tile when tiled.
+        code = inspector.encode(inspector.prepare([result.input])[:1])[0]
+        save_inspection_images(result, folder, code=code, noisy=noisy,
                                title=image_path.name)
     except OSError as error:
         raise ValueError(f"Cannot write the pictures to {str(folder)!r}: {error}") from error
