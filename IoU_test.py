@@ -70,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
               f"space or {WRITE_ADVICE}, then rerun", file=sys.stderr)
         return 2
     print(report.text)
+    if report.write_errors:  # the metrics above are all there is: say so, and how to get the files next time
+        print(f"error: results not saved in {str(folder)!r}: {'; '.join(report.write_errors)}; free space or "
+              f"{WRITE_ADVICE}, then rerun", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -134,6 +134,15 @@ def test_iou_script_with_an_unwritable_results_folder_fails_before_evaluating(ru
     assert "evaluating" not in result.stderr  # checked first: no evaluation is wasted
 
 
+def test_iou_script_that_cannot_save_after_evaluating_still_prints_the_metrics(run_copy, tiny_demo, capsys):
+    blocked = run_copy / "results" / tiny_demo.name / "metrics.json"
+    blocked.mkdir(parents=True)  # a folder where the file must go: the write fails only after the evaluation
+    exit_code = load_script("IoU_test.py").main(["--model", str(run_copy), "--data", str(tiny_demo)])
+    captured = capsys.readouterr()
+    assert_one_line_error(exit_code, captured.err, "results not saved", str(blocked.parent))
+    assert "image AUROC" in captured.out  # the work of the whole evaluation reaches the user anyway
+
+
 def test_the_writability_probe_leaves_no_trace_and_names_the_blocking_file(run_copy):
     """IoU_test.py checks its results folder before evaluating; the check itself creates nothing lasting."""
     folder = run_copy / "results" / "demo" / "seed"

@@ -339,12 +339,14 @@ class Evaluation:
 
 @dataclass
 class EvaluationReport:
-    """What :func:`evaluate` returns: the results per rule, the skipped files, notes and the printable text."""
+    """What :func:`evaluate` returns: the results per rule, the skipped files, notes, the printable text, and why
+    results files could not be written (empty when all were)."""
 
     evaluations: dict[str, Evaluation]
     skipped: list[str]
     notes: list[str]
     text: str
+    write_errors: list[str] = field(default_factory=list)
 
 
 def dataset_name(data: str | Path) -> str:
@@ -382,18 +384,30 @@ def evaluate(model: str | Path | None, data: str | Path, *, decision: str = "cal
     folder = next(iter(inspectors.values())).run.path / "results" / dataset_name(data)
     curve, pixel_auroc = state.pixels.pro_curve(), state.pixels.auroc()
     aupro = state.pixels.aupro(fpr_limit=FPR_LIMIT)
-    evaluations, notes = {}, []
+    evaluations, notes, write_errors = {}, [], []
     for rule, record in state.records.items():
         resolution = next(iter(inspectors.values())).preprocessing.decision_resolution
         metrics = decision_metrics(record, pixel_auroc, aupro, resolution=resolution)
         rule_folder = folder / rule if decision == "both" else folder
-        write_results(rule_folder, record, metrics, curve)
+        write_errors += kept_going(write_results, rule_folder, record, metrics, curve)
         evaluations[rule] = Evaluation(rule, metrics, record.rows, rule_folder)
         notes += [note for note in null_notes(state, metrics) if note not in notes]
     if decision == "both":
-        write_comparison(folder / "comparison.csv", evaluations)
+        write_errors += kept_going(write_comparison, folder / "comparison.csv", evaluations)
     run_name = next(iter(inspectors.values())).run.path.name
-    return EvaluationReport(evaluations, state.skipped, notes, report_text(run_name, folder, evaluations, state, notes))
+    text = report_text(run_name, folder, evaluations, state, notes)
+    return EvaluationReport(evaluations, state.skipped, notes, text, write_errors)
+
+
+def kept_going(write, *arguments) -> list[str]:
+    """Run a results writer; an OSError (disk full, folder gone) becomes a message, so the metrics computed over
+    the whole set still reach the caller and its report instead of being lost with a traceback."""
+    try:
+        write(*arguments)
+    except OSError as error:
+        log.error("Could not write results: %s", error)
+        return [str(error)]
+    return []
 
 
 def report_text(run_name: str, folder: Path, evaluations: dict, state: StreamState, notes: list[str]) -> str:
