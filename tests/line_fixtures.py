@@ -223,3 +223,65 @@ def start_main_py(*arguments: str, log_path: Path) -> subprocess.Popen:
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(main_py_command(*arguments), cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
                             env=environment)
+
+
+# ---------------------------------------------------------------- brokers that say no: passwords and TLS
+
+
+def write_password_file(path: Path, user: str, password: str) -> Path:
+    """A Mosquitto password file made by Debian's own mosquitto_passwd (skips the test without it)."""
+    binary = shutil.which("mosquitto_passwd") or next(
+        (candidate for candidate in ("/usr/bin/mosquitto_passwd", "/usr/sbin/mosquitto_passwd")
+         if os.access(candidate, os.X_OK)), None)
+    if binary is None:
+        pytest.skip("mosquitto_passwd is not installed (Debian: apt-get install mosquitto)")
+    path.write_text("")
+    subprocess.run([binary, "-b", str(path), user, password], check=True, capture_output=True, timeout=WAIT_S)
+    return path
+
+
+def make_tls_files(folder: Path) -> dict[str, Path]:
+    """A throw-away CA, a broker certificate it signed for 127.0.0.1, and an unrelated CA, made with `openssl`.
+
+    Keys: ca, server_cert, server_key, other_ca. Skips the test where the openssl command is missing.
+    """
+    binary = shutil.which("openssl")
+    if binary is None:
+        pytest.skip("the openssl command line tool is not installed: cannot make test certificates")
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {name: folder / f"{name}.pem" for name in ("ca", "ca_key", "server_cert", "server_key",
+                                                        "server_request", "other_ca", "other_ca_key")}
+    (folder / "server.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+
+    def openssl(*arguments: str) -> None:
+        subprocess.run([binary, *arguments], check=True, capture_output=True, timeout=WAIT_S)
+
+    for ca, key, name in (("ca", "ca_key", "aivision test CA"), ("other_ca", "other_ca_key", "some other CA")):
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
+                "-keyout", str(files[key]), "-out", str(files[ca]))
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", str(files["server_key"]),
+            "-out", str(files["server_request"]))
+    openssl("x509", "-req", "-days", "2", "-in", str(files["server_request"]), "-CA", str(files["ca"]),
+            "-CAkey", str(files["ca_key"]), "-CAcreateserial", "-extfile", str(folder / "server.ext"),
+            "-out", str(files["server_cert"]))
+    return {name: files[name] for name in ("ca", "server_cert", "server_key", "other_ca")}
+
+
+def configure_broker(broker: Broker, *, password_file: Path | None = None, tls: dict[str, Path] | None = None,
+                     anonymous_port: int | None = None) -> None:
+    """Rewrite a (stopped) Broker's config: its port asks for a password (`password_file`) and/or speaks TLS
+    (`tls` from make_tls_files); `anonymous_port` adds a plain listener without a password, e.g. for a Subscriber.
+    Takes effect at the next broker.start()."""
+    main_listener = [f"listener {broker.port} 127.0.0.1",
+                     "allow_anonymous false" if password_file else "allow_anonymous true"]
+    if password_file:
+        main_listener.append(f"password_file {password_file}")
+    if tls:
+        main_listener += [f"cafile {tls['ca']}", f"certfile {tls['server_cert']}", f"keyfile {tls['server_key']}"]
+    lines = ["per_listener_settings true", *main_listener]
+    if anonymous_port is not None:
+        lines += [f"listener {anonymous_port} 127.0.0.1", "allow_anonymous true"]
+    lines += ["persistence true", f"persistence_location {broker.folder}/", "autosave_interval 3600",
+              "log_dest stderr", "log_type error", "log_type warning", "log_type notice", "log_type information",
+              f"user {_user_name()}"]
+    broker.config.write_text("\n".join(lines) + "\n")

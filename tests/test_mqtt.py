@@ -1,27 +1,33 @@
 """The journal and the MQTT publisher against a real Mosquitto broker: topics, retained state, Last Will, and
-no result lost when the broker is down at the start, killed mid-run, or the publisher itself is restarted.
+no result lost when the broker is down at the start, killed mid-run, or the publisher itself is restarted; seqs
+that stay unique across torn writes; brokers that cannot be reached (reported at once, not per retry) or that
+reject the line (bad credentials, a certificate from another CA: the publisher stops, the journal keeps all).
 
 These tests work on plain record dicts; tests/test_line.py runs main.py end to end through the Inspector.
 """
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+import threading
 
 import pytest
 
-from tests.line_fixtures import (PROJECT_ROOT, WAIT_S, broker, read_journal, subscriber_factory,  # noqa: F401
-                                 wait_until)
+from tests.line_fixtures import (PROJECT_ROOT, WAIT_S, Broker, broker, configure_broker, find_mosquitto,  # noqa: F401
+                                 free_port, make_tls_files, read_journal, subscriber_factory, wait_until,
+                                 write_password_file)
 from utils.journal import DeliveryMarker, Journal
-from utils.mqtt import DEFAULT_TOPIC_PREFIX, MqttPublisher, MqttSettings, image_payload, record_topic
+from utils.mqtt import (DEFAULT_TOPIC_PREFIX, BrokerRejectedError, MqttPublisher, MqttSettings, check_broker,
+                        image_payload, record_topic)
 
 PREFIX = "test/line"
 
 
-def append_result(journal: Journal, verdict: str = "OK") -> dict:
+def append_result(journal: Journal, verdict: str = "OK", source: str | None = None) -> dict:
     seq = journal.next_seq()
-    record = {"type": "result", "seq": seq, "ts": "2024-05-01T06:00:00.000Z", "source": f"part{seq}.png",
+    record = {"type": "result", "seq": seq, "ts": "2024-05-01T06:00:00.000Z", "source": source or f"part{seq}.png",
               "verdict": verdict, "score": 0.1, "threshold": 0.2, "max_blob_area": 0, "min_area": 5, "blobs": [],
               "latency_ms": 1.0, "model": "myCAE"}
     journal.append(record)
@@ -53,14 +59,66 @@ def test_journal_appends_lines_and_continues_seq_across_runs(tmp_path):
     with open(path, "ab") as handle:
         handle.write(b'{"type": "result", "seq": 4, "sour')  # a crash in the middle of a write
     reopened = Journal(path)
-    assert reopened.next_seq() == 4  # the torn record never counted
-    reopened.append({"type": "error", "seq": 4, "ts": "t", "source": "x", "error": "unreadable"})
+    assert reopened.next_seq() == 5  # the torn record's seq is never given out again
+    reopened.append({"type": "error", "seq": 5, "ts": "t", "source": "x", "error": "unreadable"})
     reopened.close()
 
     records = read_journal(path)
     assert records[:3] == first
     assert [record["type"] for record in records] == ["result", "result", "result", "shift", "error"]
     assert len(path.read_bytes().splitlines()) == 6  # the torn line is kept on disk, closed by a newline
+
+
+def test_a_journal_torn_anywhere_in_its_last_line_never_gives_a_seq_out_twice(tmp_path):
+    path = tmp_path / "line.jsonl"
+    journal = Journal(path)
+    for _ in range(10):  # seq 10 has two digits: a tear can leave "seq":1 behind
+        append_result(journal)
+    journal.close()
+    whole = path.read_bytes()
+    last_line_start = whole.rstrip(b"\n").rfind(b"\n") + 1
+    for cut in range(last_line_start + 1, len(whole)):  # every power cut while the 10th record was written
+        torn = tmp_path / f"torn{cut}.jsonl"
+        torn.write_bytes(whole[:cut])
+        reopened = Journal(torn)
+        first = reopened.last_seq
+        reopened.close()
+        again = Journal(torn)  # a second restart before anything is written: the same answer
+        assert first == again.last_seq >= 10, f"cut at byte {cut}: {whole[last_line_start:cut]!r}"
+        seq = again.next_seq()
+        again.append({"type": "error", "seq": seq, "ts": "t", "source": "after.png", "error": "x"})
+        again.close()
+        assert seq > 10 and Journal(torn).next_seq() > seq, f"cut at byte {cut}"
+        seqs_on_disk = [record["seq"] for record in read_journal(torn)]
+        assert len(seqs_on_disk) == len(set(seqs_on_disk)) and seqs_on_disk == sorted(seqs_on_disk)
+
+
+def test_a_subscriber_deduplicating_by_seq_gets_the_parts_after_a_torn_line(broker, subscriber_factory, tmp_path):
+    watcher = subscriber_factory(broker.port, f"{PREFIX}/result")
+    path = tmp_path / "line.jsonl"
+    journal = Journal(path)
+    publisher = start_publisher(journal, broker.port)
+    for _ in range(3):
+        append_result(journal)
+    publisher.notify()
+    watcher.wait_for(lambda: len(watcher.on(f"{PREFIX}/result")) == 3, "the first 3 results")
+    assert publisher.close(timeout_s=WAIT_S) == 0
+    journal.close()
+    whole = path.read_bytes()
+    path.write_bytes(whole[:whole.rstrip(b"\n").rfind(b"\n") + 12])  # the power cut took most of seq 3's line
+
+    journal = Journal(path)
+    publisher = start_publisher(journal, broker.port)
+    after = [append_result(journal, source=f"after_restart_{index}.png")["source"] for index in range(2)]
+    publisher.notify()
+    assert publisher.wait_for_delivery(WAIT_S)
+    watcher.wait_for(lambda: len(watcher.on(f"{PREFIX}/result")) >= 5, "the 2 results after the restart")
+    by_seq: dict[int, str] = {}
+    for message in watcher.on(f"{PREFIX}/result"):  # de-duplicate as the contract tells subscribers to
+        by_seq.setdefault(message.json()["seq"], message.json()["source"])
+    assert set(after) <= set(by_seq.values()), f"a part after the tear was taken for a duplicate: {by_seq}"
+    publisher.close(timeout_s=WAIT_S)
+    journal.close()
 
 
 def test_journal_rejects_unknown_record_types(tmp_path):
@@ -214,3 +272,160 @@ def test_last_will_marks_a_killed_publisher_offline(broker, subscriber_factory, 
     late = subscriber_factory(broker.port, f"{PREFIX}/status")
     late.wait_for(lambda: late.last(f"{PREFIX}/status"), "retained status")
     assert late.last(f"{PREFIX}/status").payload == b"offline" and late.last(f"{PREFIX}/status").retain
+
+
+# ---------------------------------------------------------------- brokers that cannot be reached or say no
+
+
+def warnings_from_publisher(caplog) -> list[str]:
+    return [record.getMessage() for record in caplog.records
+            if record.name == "utils.mqtt" and record.levelno == logging.WARNING]
+
+
+def errors_logged(caplog) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+def start_secured_broker(folder, **options) -> Broker:
+    binary = find_mosquitto()
+    if binary is None:
+        pytest.skip("the mosquitto broker is not installed (Debian: apt-get install mosquitto)")
+    folder.mkdir()
+    secured = Broker(binary, folder)
+    configure_broker(secured, **options)
+    secured.start()
+    return secured
+
+
+@pytest.fixture
+def password_broker(tmp_path):
+    """A broker whose port wants user line1 with password "secret", and an anonymous port for subscribers."""
+    folder = tmp_path / "password_broker"
+    anonymous_port = free_port()
+    secured = start_secured_broker(folder, anonymous_port=anonymous_port,
+                                   password_file=write_password_file(tmp_path / "passwd", "line1", "secret"))
+    yield secured, anonymous_port
+    secured.stop()
+
+
+@pytest.fixture
+def tls_broker(tmp_path):
+    """A broker speaking TLS only, with a certificate for 127.0.0.1 from a CA made for the test."""
+    tls = make_tls_files(tmp_path / "tls")
+    secured = start_secured_broker(tmp_path / "tls_broker", tls=tls)
+    yield secured, tls
+    secured.stop()
+
+
+@pytest.fixture
+def password_files(tmp_path):
+    (tmp_path / "right.secret").write_text("secret\n")
+    (tmp_path / "wrong.secret").write_text("not the password\n")
+    return {"right": tmp_path / "right.secret", "wrong": tmp_path / "wrong.secret"}
+
+
+def start_rejectable_publisher(journal: Journal, port: int, **options) -> tuple[MqttPublisher, threading.Event]:
+    rejected = threading.Event()
+    publisher = MqttPublisher(MqttSettings("127.0.0.1", port, PREFIX, **options), journal,
+                              on_permanent_error=lambda error: rejected.set())
+    publisher.start()
+    return publisher, rejected
+
+
+def test_an_unreachable_broker_is_reported_at_once_and_not_at_every_retry(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="utils.mqtt")
+    port = free_port()  # nothing listens there: connection refused
+    journal = Journal(tmp_path / "line.jsonl")
+    publisher = start_publisher(journal, port, reconnect_min_s=0.02, reconnect_max_s=0.05)
+    for _ in range(2):
+        append_result(journal)
+    publisher.notify()
+    wait_until(lambda: publisher.failed_attempts >= 10, "10 failed connection attempts")
+    warnings = warnings_from_publisher(caplog)
+    assert warnings, "an unreachable broker was not reported while the publisher runs"
+    assert f"127.0.0.1:{port}" in warnings[0] and "connection refused" in warnings[0]
+    assert len(warnings) < 10  # paho retried at least 10 times: the log said so once, not each time
+    assert publisher.permanent_error is None and not errors_logged(caplog)  # a broker may come back: go on
+    publisher.notify()  # the line goes on journaling
+    assert publisher.close(timeout_s=0) == 2
+    assert DeliveryMarker(journal.path).read() == 0  # both records wait for the next run
+    journal.close()
+
+
+def test_wrong_credentials_stop_the_publisher_and_the_journal_keeps_every_record(
+        password_broker, password_files, subscriber_factory, tmp_path, caplog):
+    broker, anonymous_port = password_broker
+    path = tmp_path / "line.jsonl"
+    journal = Journal(path)
+    publisher, rejected = start_rejectable_publisher(journal, broker.port, username="line1",
+                                                     password_file=password_files["wrong"])
+    written = [append_result(journal)["seq"] for _ in range(3)]
+    assert rejected.wait(WAIT_S), "the publisher did not give up on wrong credentials"
+    message = str(publisher.permanent_error)
+    assert f"127.0.0.1:{broker.port}" in message and "Not authorized" in message and "--password-file" in message
+    with pytest.raises(BrokerRejectedError, match="Not authorized"):
+        publisher.notify()  # what ends the line's run, right after it journaled a record
+    with pytest.raises(BrokerRejectedError):
+        publisher.publish_state("stats", {"total": 3})
+    assert len(errors_logged(caplog)) == 1 and "Not authorized" in errors_logged(caplog)[0]
+    assert publisher.close(timeout_s=WAIT_S) == 3
+    journal.close()
+
+    watcher = subscriber_factory(anonymous_port, f"{PREFIX}/result")
+    journal = Journal(path)  # the next run, with the right password, delivers what the rejected one journaled
+    publisher = start_publisher(journal, broker.port, username="line1", password_file=password_files["right"])
+    assert publisher.wait_for_delivery(WAIT_S)
+    watcher.wait_for(lambda: sorted(set(seqs(watcher.on(f"{PREFIX}/result")))) == written, "the 3 results")
+    assert publisher.close(timeout_s=WAIT_S) == 0
+    journal.close()
+
+
+def test_check_broker_tells_a_rejection_from_a_broker_that_is_away(password_broker, password_files):
+    broker, _ = password_broker
+    assert check_broker(MqttSettings("127.0.0.1", broker.port, username="line1",
+                                     password_file=password_files["right"])) is None
+    for settings in (MqttSettings("127.0.0.1", broker.port, username="line1", password_file=password_files["wrong"]),
+                     MqttSettings("127.0.0.1", broker.port)):  # no user name at all
+        with pytest.raises(BrokerRejectedError, match=f"127.0.0.1:{broker.port}.*Not authorized"):
+            check_broker(settings)
+    assert "connection refused" in check_broker(MqttSettings("127.0.0.1", free_port()))
+
+
+def test_a_broker_certificate_from_another_ca_stops_the_publisher(tls_broker, tmp_path):
+    broker, tls = tls_broker
+    trusting = Journal(tmp_path / "trusting.jsonl")
+    publisher = start_publisher(trusting, broker.port, tls=True, ca=tls["ca"])
+    wait_until(lambda: publisher.connected, "a TLS connection with the CA that signed the broker's certificate")
+    assert check_broker(MqttSettings("127.0.0.1", broker.port, tls=True, ca=tls["ca"])) is None
+    publisher.close(timeout_s=WAIT_S)
+    trusting.close()
+
+    journal = Journal(tmp_path / "line.jsonl")
+    publisher, rejected = start_rejectable_publisher(journal, broker.port, tls=True, ca=tls["other_ca"])
+    append_result(journal)
+    assert rejected.wait(WAIT_S), "the publisher did not give up on a certificate it cannot verify"
+    assert "certificate" in str(publisher.permanent_error) and "--ca" in str(publisher.permanent_error)
+    assert publisher.close(timeout_s=WAIT_S) == 1
+    journal.close()
+    with pytest.raises(BrokerRejectedError, match="certificate"):
+        check_broker(MqttSettings("127.0.0.1", broker.port, tls=True, ca=tls["other_ca"]))
+
+
+def test_tls_to_a_plain_port_and_plain_mqtt_to_a_tls_port_are_reported_with_a_hint(broker, tls_broker, tmp_path,
+                                                                                   caplog):
+    plain_broker, (tls_only_broker, tls) = broker, tls_broker
+    caplog.set_level(logging.INFO, logger="utils.mqtt")
+    cases = ((plain_broker.port, {"tls": True, "ca": tls["ca"]}, "TLS handshake failed"),
+             (tls_only_broker.port, {}, "closed the connection before answering"))
+    for index, (port, options, expected) in enumerate(cases):
+        caplog.clear()
+        journal = Journal(tmp_path / f"line{index}.jsonl")
+        publisher = start_publisher(journal, port, reconnect_min_s=0.05, reconnect_max_s=0.1, **options)
+        wait_until(lambda: publisher.problem_reports >= 1, f"a report of {expected!r}")
+        (report,) = warnings_from_publisher(caplog)[:1]
+        assert f"127.0.0.1:{port}" in report and expected in report
+        assert ("TLS listener" if options else "add --tls") in report  # what the operator should check
+        assert publisher.permanent_error is None  # a listener can be reconfigured: keep trying
+        publisher.close(timeout_s=0)
+        journal.close()
+        assert expected in check_broker(MqttSettings("127.0.0.1", port, **options))  # the same before a start

@@ -7,10 +7,11 @@ What the journal guarantees, so that a broker outage delays delivery but never l
 
 * every record is flushed and fsynced before ``append`` returns: once the line has journaled a result, a crash
   or a power cut cannot take it away;
-* ``seq`` numbers results and errors and is unique within a journal: it continues across runs, so receivers
-  can de-duplicate by it;
+* ``seq`` numbers results and errors, is unique within a journal and only ever grows: it continues across
+  runs, crashes and torn writes, so receivers can de-duplicate by it without ever dropping a part;
 * one writer at a time (an exclusive lock), so two lines never interleave their seqs in one file;
-* a line left half-written by a crash is closed with a newline on the next open and skipped by readers;
+* a line left half-written by a crash or a power cut is closed with a newline on the next open and skipped by
+  readers; the seq it may have carried is never given out again (see :func:`highest_seq`);
 * the delivery offset (:class:`DeliveryMarker`, ``<journal>.delivered``) says up to which byte every record has
   reached its receiver. It belongs to the journal, not to the transport: it is the outbox's read position, a
   byte offset into this file, kept beside it and replaced atomically; whoever delivers (today the MQTT
@@ -19,10 +20,13 @@ What the journal guarantees, so that a broker outage delays delivery but never l
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
 import os
+import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -30,18 +34,24 @@ log = logging.getLogger(__name__)
 
 RECORD_TYPES = ("result", "error", "shift")
 TAIL_BYTES = 1 << 20  # the last seq is looked for in the journal's last MiB before the whole file is read
+# A seq in a torn line counts only when a delimiter follows it: "seq":12 may be the first digits of "seq":123.
+SEQ_IN_FRAGMENT = re.compile(rb'"seq"\s*:\s*(\d+)\s*[,}]')
 
 
 class Journal:
     """Append-only JSON Lines file of everything the line produced; one writer at a time (an exclusive lock).
 
-    A line left half-written by a crash is closed with a newline on open and then skipped by readers.
+    A line left half-written by a crash is closed with a newline on open and then skipped by readers; its seq
+    (or, when the tear cut it off, the one it would have had) is never given out again.
     """
 
     def __init__(self, path: str | Path, *, fsync: bool = True) -> None:
         self.path = Path(path)
         self.fsync = fsync
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # what mkdir says when a regular file stands where the journal's folder should be
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(self.path.parent)) from None
         self._file: BinaryIO = open(self.path, "ab")
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -59,13 +69,16 @@ class Journal:
             return reader.read(1)
 
     def _find_last_seq(self) -> int:
+        """The highest seq this journal may have given out: in its last MiB, or in the whole file if need be."""
         with open(self.path, "rb") as reader:
             for start in sorted({max(0, self.size - TAIL_BYTES), 0}, reverse=True):
                 reader.seek(start)
-                for line in reversed(reader.read().splitlines()):
-                    record = parse_record(line)
-                    if record is not None and isinstance(record.get("seq"), int):
-                        return record["seq"]
+                lines = reader.read().splitlines()
+                if start > 0:
+                    lines = lines[1:]  # the read began inside a line
+                highest = highest_seq(lines, known=0 if start == 0 else None)
+                if highest is not None:
+                    return highest
         return 0
 
     def _write(self, data: bytes) -> None:
@@ -76,7 +89,7 @@ class Journal:
         self.size += len(data)
 
     def next_seq(self) -> int:
-        """A fresh sequence number for a result or an error: one more than the last in the journal."""
+        """A fresh sequence number for a result or an error: one more than any the journal may hold."""
         self.last_seq += 1
         return self.last_seq
 
@@ -104,6 +117,37 @@ def parse_record(line: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return record if isinstance(record, dict) and record.get("type") in RECORD_TYPES else None
+
+
+def highest_seq(lines: Iterable[bytes], *, known: int | None = 0) -> int | None:
+    """The highest seq that journal `lines` may have used, so that the next one given out is surely new.
+
+    A record counts with its seq. A torn or unreadable line (a crash or a power cut mid-write, closed by a
+    newline since) counts with the seq it still shows (``"seq":41,`` in its prefix), or, when the tear cut that
+    off, as if it had used the seq after the one before it: a skipped seq costs nothing, while a seq given out
+    twice would make a subscriber that de-duplicates by seq drop a part. The answer is the same on every open,
+    however often the line restarts before it writes again.
+
+    `known` is the highest seq before `lines` (0 for a journal's start); None if `lines` start somewhere in the
+    middle, where an unreadable line before the first seq is then covered by the larger seqs written after it.
+    Returns None only if `known` is None and no line shows a seq.
+    """
+    highest = known
+    for line in lines:
+        record = parse_record(line)
+        if record is not None:
+            seq = record.get("seq")
+            if isinstance(seq, int) and not isinstance(seq, bool):
+                highest = seq if highest is None else max(highest, seq)
+            continue
+        if not line.strip():
+            continue
+        shown = [int(match) for match in SEQ_IN_FRAGMENT.findall(line)]
+        if shown:
+            highest = max(shown + ([] if highest is None else [highest]))
+        elif highest is not None:
+            highest += 1
+    return highest
 
 
 def read_records(reader: BinaryIO, offset: int, limit: int) -> list[tuple[int, int, dict[str, Any]]]:

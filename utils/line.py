@@ -203,6 +203,11 @@ def error_record(*, seq: int, at: datetime, source: str, message: str) -> dict:
     return {"type": "error", "seq": seq, "ts": iso_utc(at), "source": source, "error": message}
 
 
+def printed_number(value: float | None) -> str:
+    """A score or threshold as printed on stdout: 4 significant digits (the journal and MQTT keep them all)."""
+    return "null" if value is None else f"{value:.4g}"
+
+
 def wants_images(images: str, verdict: str) -> bool:
     return images == "all" or (images == "nok" and verdict == "NOK")
 
@@ -263,8 +268,8 @@ class InspectionLine:
                                latency_ms=latency_ms, model=self.inspector.model_name)
         self._journal_and_send(record)
         self.stats.add(result.verdict, now)
-        self._write_line(f"seq={record['seq']} {record['verdict']} score={record['score']} "
-                         f"threshold={record['threshold']} max_blob_area={record['max_blob_area']} "
+        self._write_line(f"seq={record['seq']} {record['verdict']} score={printed_number(record['score'])} "
+                         f"threshold={printed_number(record['threshold'])} max_blob_area={record['max_blob_area']} "
                          f"latency_ms={record['latency_ms']} source={item.id}")
         if self.publisher is not None and wants_images(self.images, result.verdict):
             for kind, picture in result_pictures(result).items():
@@ -347,7 +352,8 @@ def run_line(*, source: str, model: str | None = None, mqtt: MqttSettings | None
 
     inspector = Inspector.from_run(model, decision=decision)
     line_journal = Journal(journal_path)
-    publisher = MqttPublisher(mqtt, line_journal) if mqtt else None
+    publisher = (MqttPublisher(mqtt, line_journal, on_permanent_error=lambda error: stop.set())
+                 if mqtt else None)
     try:
         if publisher:
             publisher.start()
