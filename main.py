@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help=f"run folder to load (default: the newest run in {DEFAULT_RUNS_DIR}/)")
     parser.add_argument("--source", required=True,
                         help="where parts come from: an image file, a glob ('parts/*.png'), a folder (all files, "
-                             "sorted), watch:DIR (the files waiting in DIR that the journal has no result for, then each new file once fully written), camera:N, a video file or a stream URL")
+                             "sorted), watch:DIR (the files waiting in DIR that the journal has no result for, "
+                             "then each new file once fully written), camera:N, a video file or a stream URL")
     parser.add_argument("--decision", choices=("calibrated", "seed"), default="calibrated",
                         help="decision rule: the run's calibrated threshold and blob area, or the seed's fixed rule")
     parser.add_argument("--images", choices=IMAGE_CHOICES, default="none",
