@@ -171,3 +171,23 @@ def test_an_unknown_recipe_in_a_file_names_the_valid_ones(tmp_path):
     recipe.write_text("recipe: draem\n")
     with pytest.raises(ValueError, match="unknown recipe 'draem'; valid: seed, restore-segment"):
         make_config(recipe)
+
+
+def test_a_run_folder_from_before_the_seams_still_loads_inspects_and_repeats(tiny_run, tiny_demo, tmp_path):
+    """Old config.json: options under "train_config", colour as "color_mode", no preprocessing or anomaly map."""
+    import shutil
+
+    from utils.config import make_config
+    from utils.data import decode_image
+    from utils.inspector import Inspector
+
+    old = Path(shutil.copytree(tiny_run, tmp_path / tiny_run.name))
+    config = json.loads((old / "config.json").read_text())
+    options = {name: config.pop(name) for name in ("data", "model", "epochs", "size", "color", "loss", "batch_size",
+                                                    "lr", "seed", "out", "synthetic_defects")}
+    old_config = {**{key: value for key, value in config.items() if key not in ("preprocessing", "anomaly_map")},
+                  "model": options["model"], "color_mode": options["color"], "train_config": options}
+    (old / "config.json").write_text(json.dumps(old_config))
+    result = Inspector.from_run(old).inspect([decode_image(sorted((tiny_demo / "test" / "good").glob("*.png"))[0])])[0]
+    assert result.anomaly_map.shape == (TINY_SIZE, TINY_SIZE) and result.map_name == "ssim"
+    assert make_config(old / "config.json").size == TINY_SIZE  # and it still works as a recipe

@@ -27,7 +27,7 @@ from utils.run import DEFAULT_RUNS_DIR, Run, load_run
 
 @dataclass
 class InspectionResult:
-    """What the Inspector says about one image (arrays at model resolution)."""
+    """What the Inspector says about one image (arrays at the preprocessing's decision resolution)."""
 
     verdict: str  # "OK" or "NOK"
     score: float  # continuous, higher = more anomalous (calibrated rule: NOK ⇔ score ≥ threshold)

@@ -10,6 +10,7 @@ any new file (0644 under umask 022), so the line can run as another user than tr
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -42,7 +43,7 @@ class Run:
     config: dict
     calibration: dict | None
 
-    @property
+    @functools.cached_property
     def spec(self):
         import models
 
@@ -53,7 +54,7 @@ class Run:
         """The run's anomaly map (runs from before anomaly maps were choosable used 1 − SSIM)."""
         return self.spec.anomaly_map(self.config.get("anomaly_map"), model=self.config["model"])
 
-    @property
+    @functools.cached_property
     def preprocessing(self):
         from utils import preprocessing
 
