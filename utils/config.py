@@ -93,7 +93,8 @@ def choices_for(source: str | None) -> tuple[str, ...] | None:
     if source == "anomaly_maps":
         import models
 
-        return tuple(dict.fromkeys(m.name for spec in models.MODELS.values() for m in spec.anomaly_maps))
+        specs = [models.spec(name, head=head) for name in models.MODELS for head in (False, True)]
+        return tuple(dict.fromkeys(anomaly_map.name for spec in specs for anomaly_map in spec.anomaly_maps))
     if source == "recipes":
         return tuple(RECIPES)
     if source == "colors":
