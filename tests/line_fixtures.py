@@ -285,3 +285,15 @@ def configure_broker(broker: Broker, *, password_file: Path | None = None, tls: 
               "log_dest stderr", "log_type error", "log_type warning", "log_type notice", "log_type information",
               f"user {_user_name()}"]
     broker.config.write_text("\n".join(lines) + "\n")
+
+
+def start_secured_broker(folder: Path, **options) -> Broker:
+    """A broker in `folder` configured by configure_broker(**options), started; skips without mosquitto."""
+    binary = find_mosquitto()
+    if binary is None:
+        pytest.skip("the mosquitto broker is not installed (Debian: apt-get install mosquitto)")
+    folder.mkdir()
+    secured = Broker(binary, folder)
+    configure_broker(secured, **options)
+    secured.start()
+    return secured

@@ -23,7 +23,7 @@ import pytest
 
 from tests.line_fixtures import (PROJECT_ROOT, WAIT_S, Broker, broker, configure_broker, find_mosquitto,  # noqa: F401
                                  free_port, main_py_command, make_tls_files, read_journal, start_main_py,
-                                 wait_until, write_password_file)
+                                 start_secured_broker, wait_until, write_password_file)
 from utils.journal import DeliveryMarker, Journal
 
 PREFIX = "test/faults"
@@ -91,17 +91,6 @@ def earlier_journal(tmp_path) -> Path:
     return path
 
 
-def secured_broker(folder: Path, **options) -> Broker:
-    binary = find_mosquitto()
-    if binary is None:
-        pytest.skip("the mosquitto broker is not installed (Debian: apt-get install mosquitto)")
-    folder.mkdir()
-    secured = Broker(binary, folder)
-    configure_broker(secured, **options)
-    secured.start()
-    return secured
-
-
 # ---------------------------------------------------------------- problems the user has to fix
 
 
@@ -161,7 +150,7 @@ def test_a_damaged_run_folder_is_one_error_line(run_copy, parts, tmp_path, name,
 
 @pytest.fixture
 def password_broker(tmp_path) -> Broker:
-    secured = secured_broker(tmp_path / "password_broker",
+    secured = start_secured_broker(tmp_path / "password_broker",
                              password_file=write_password_file(tmp_path / "passwd", "line1", "secret"))
     yield secured
     secured.stop()
@@ -180,7 +169,7 @@ def test_wrong_credentials_end_main_py_with_one_error_line_and_keep_the_journal(
 
 def test_a_broker_certificate_that_does_not_verify_ends_main_py_with_one_error_line(tiny_run, parts, tmp_path):
     tls = make_tls_files(tmp_path / "tls")
-    tls_broker = secured_broker(tmp_path / "tls_broker", tls=tls)
+    tls_broker = start_secured_broker(tmp_path / "tls_broker", tls=tls)
     try:
         completed = run_main("--model", str(tiny_run), "--source", str(parts), *mqtt_flags(tls_broker.port),
                              "--tls", "--ca", str(tls["other_ca"]), "--journal", str(tmp_path / "line.jsonl"))

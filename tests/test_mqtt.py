@@ -16,8 +16,8 @@ import threading
 import pytest
 
 from tests.line_fixtures import (PROJECT_ROOT, WAIT_S, Broker, broker, configure_broker, find_mosquitto,  # noqa: F401
-                                 free_port, make_tls_files, read_journal, subscriber_factory, wait_until,
-                                 write_password_file)
+                                 free_port, make_tls_files, read_journal, start_secured_broker, subscriber_factory,
+                                 wait_until, write_password_file)
 from utils.journal import DeliveryMarker, Journal
 from utils.mqtt import (DEFAULT_TOPIC_PREFIX, BrokerRejectedError, MqttPublisher, MqttSettings, check_broker,
                         image_payload, record_topic)
@@ -284,17 +284,6 @@ def warnings_from_publisher(caplog) -> list[str]:
 
 def errors_logged(caplog) -> list[str]:
     return [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
-
-
-def start_secured_broker(folder, **options) -> Broker:
-    binary = find_mosquitto()
-    if binary is None:
-        pytest.skip("the mosquitto broker is not installed (Debian: apt-get install mosquitto)")
-    folder.mkdir()
-    secured = Broker(binary, folder)
-    configure_broker(secured, **options)
-    secured.start()
-    return secured
 
 
 @pytest.fixture
