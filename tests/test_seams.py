@@ -149,8 +149,8 @@ def test_stretch_maps_to_the_model_and_back_to_the_photo():
     back = step.to_source(prepared[:, :, 0], photo.shape)
     assert back.shape == (48, 96) and back[0, 0] == 0.0 and back[0, 95] == 1.0
     assert from_record(step.record()) == step
-    with pytest.raises(ValueError, match="unknown preprocessing mode 'tiles'; valid: stretch"):
-        from_record({"mode": "tiles"})
+    with pytest.raises(ValueError, match="unknown preprocessing mode 'mosaic'; valid: stretch, keep-aspect, tiles"):
+        from_record({"mode": "mosaic"})
 
 
 def test_a_named_recipe_presets_options_that_flags_still_override():
