@@ -19,6 +19,7 @@ be benchmarked one at a time. Run folders go to a temporary folder deleted at th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -77,8 +78,6 @@ def bench_config(args: argparse.Namespace):
 
 def recipe_of(config) -> dict:
     """Everything besides model, size and epochs that decides what is trained and how it is judged."""
-    import dataclasses
-
     skipped = (*NOT_BENCH_OPTIONS, "data", "size", "epochs")
     recipe = {key: value for key, value in dataclasses.asdict(config).items() if key not in skipped}
     return {**recipe, "decision": "calibrated"}
@@ -100,8 +99,6 @@ def data_root(data: str | None) -> Path:
 
 def benchmark_model(config, model: str, runs_dir: Path) -> dict:
     """Train `model` with the benchmark's options, evaluate it on the test images of its data, return its row."""
-    import dataclasses
-
     from utils.evaluation import evaluate, synthetic_check
     from utils.training import train
 
@@ -166,8 +163,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from utils.evaluation import dataset_name
     from utils.run import write_json
-
-    import dataclasses
 
     config = bench_config(args)
     data = data_root(config.data)

@@ -51,21 +51,6 @@ def image_scores(anomaly_map, *, min_area: int) -> dict[str, float]:
             "top1pct": float(flat[-max(1, flat.size // 100):].mean())}
 
 
-def synthetic_pairs(inspector, seed: int) -> tuple[list, list]:
-    """The run's validation images, clean and with one painted defect each (as utils.evaluation.synthetic_check)."""
-    import tensorflow as tf
-
-    from utils.data import decode_image
-    from utils.defects import add_synthetic_defects
-
-    images = []
-    for path in inspector.run.config["validation_files"]:
-        images.append(inspector.preprocessing.view(decode_image(path)))
-    painted = [add_synthetic_defects(tf.constant(image), probability=1.0, seed=tf.constant([seed, index]))[0].numpy()
-               for index, image in enumerate(images)]
-    return images + painted, [False] * len(images) + [True] * len(painted)
-
-
 def scores_of(inspector, images: list, *, min_area: int) -> list[dict]:
     rows = []
     for start in range(0, len(images), 32):
@@ -78,14 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = parse_args(argv)
     from utils.data import decode_image, find_test_items
-    from utils.evaluation import dataset_name
+    from utils.evaluation import dataset_name, synthetic_pairs
     from utils.inspector import Inspector
     from utils.metrics import image_auroc
     from utils.run import write_json
 
     inspector = Inspector.from_run(args.model)
     min_area = int(inspector.run.calibration["min_area"])
-    tuning_images, tuning_labels = synthetic_pairs(inspector, args.seed)
+    tuning_images, tuning_labels = synthetic_pairs(inspector, seed=args.seed)
     items = find_test_items(args.data)
     test_scores = scores_of(inspector, [decode_image(item.path) for item in items], min_area=min_area)
     tuning_scores = scores_of(inspector, tuning_images, min_area=min_area)

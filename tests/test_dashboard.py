@@ -439,6 +439,7 @@ def test_score_chart_breaks_its_line_across_a_restart_and_a_long_pause(broker, n
             try:
                 wait_until(lambda: len(drawn_runs(score_columns(browser))) == 3,
                            f"three separately drawn runs of the score, {when}", timeout_s=15)
+                assert len(drawn_runs(score_columns(browser))) == 3
             except AssertionError:
                 runs = drawn_runs(score_columns(browser))
                 pytest.fail(f"the score line {when} is drawn over {runs} (x px): it must break at the restart "

@@ -425,20 +425,13 @@ def report_text(run_name: str, folder: Path, evaluations: dict, state: StreamSta
     return "\n".join(lines)
 
 
-def synthetic_check(model: str | Path, *, seed: int = 0, batch_size: int = 8) -> dict:
-    """Image AUROC on the run's own held-out good images, each also shown with a synthetic defect painted on.
-
-    A tuning signal that needs no test split: the validation images were never trained on, and the painter
-    (utils/defects.py) marks what a defect is. It flatters models trained on the same painter, so it ranks ideas;
-    the test split is for reporting. Returns {"synthetic_auroc", "n_images"}."""
+def synthetic_pairs(inspector, *, seed: int) -> tuple[list, list]:
+    """The run's readable held-out good images as the decisions see them, then each again with one defect painted
+    on (seeded by `seed` and its index): (images, labels, True = painted)."""
     import tensorflow as tf
 
     from utils.defects import add_synthetic_defects
-    from utils.inspector import Inspector
-    from utils.run import load_run
 
-    run = load_run(model)
-    inspector = Inspector(run, decision="calibrated" if run.calibration else "seed", batch_size=batch_size)
     clean, damaged = [], []
     for index, path in enumerate(inspector.run.config.get("validation_files", [])):
         try:
@@ -451,6 +444,20 @@ def synthetic_check(model: str | Path, *, seed: int = 0, batch_size: int = 8) ->
         damaged.append(painted.numpy())
     if not clean:
         raise ValueError(f"Run {str(inspector.run.path)!r} has no readable validation images for a synthetic check.")
-    scores = [result.score for images in (clean, damaged) for result in inspector.inspect(images)]
-    labels = [False] * len(clean) + [True] * len(damaged)
+    return clean + damaged, [False] * len(clean) + [True] * len(damaged)
+
+
+def synthetic_check(model: str | Path, *, seed: int = 0, batch_size: int = 8) -> dict:
+    """Image AUROC on the run's own held-out good images, each also shown with a synthetic defect painted on.
+
+    A tuning signal that needs no test split: the validation images were never trained on, and the painter
+    (utils/defects.py) marks what a defect is. It flatters models trained on the same painter, so it ranks ideas;
+    the test split is for reporting. Returns {"synthetic_auroc", "n_images"}."""
+    from utils.inspector import Inspector
+    from utils.run import load_run
+
+    run = load_run(model)
+    inspector = Inspector(run, decision="calibrated" if run.calibration else "seed", batch_size=batch_size)
+    images, labels = synthetic_pairs(inspector, seed=seed)
+    scores = [result.score for result in inspector.inspect(images)]
     return {"synthetic_auroc": metrics_module.image_auroc(labels, scores), "n_images": len(scores)}

@@ -288,7 +288,7 @@ class SinglePlan:
 
     def __init__(self, step, image: np.ndarray):
         self.step, self.count = step, 1
-        self.input, self.placement = (value for value in step.split(image))
+        self.input, self.placement = step.split(image)
         self.outputs: list[np.ndarray] = []
 
     def inputs(self, start: int, stop: int) -> np.ndarray:
