@@ -126,13 +126,14 @@ def test_training_triple_masks_exactly_where_the_input_was_damaged():
     make_triple = data.training_triple(noise=False, defects=True)
     damaged_count = 0
     for seed in range(8):
-        inputs, targets, masks = (tensor.numpy() for tensor in make_triple(image, tf.constant([seed, 0])))
+        inputs, targets, masks = (tensor.numpy() for tensor in make_triple(image, image, tf.constant([seed, 0])))
         np.testing.assert_array_equal(targets, image.numpy())
         assert masks.shape == (32, 32, 1)
         np.testing.assert_array_equal(masks > 0, inputs != targets)
         damaged_count += bool(masks.any())
     assert 0 < damaged_count < 8  # each image is damaged with probability 1/2
-    clean_inputs, _, clean_masks = data.training_triple(noise=True, defects=False)(image, tf.constant([0, 0]))
+    clean_inputs, _, clean_masks = data.training_triple(noise=True, defects=False)(image, image,
+                                                                                 tf.constant([0, 0]))
     assert not clean_masks.numpy().any() and not np.array_equal(clean_inputs.numpy(), image.numpy())
 
 

@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from utils.defects import DEFECT_TYPES, add_denoising_noise, add_synthetic_defects, main, paint_defect
+from utils.defects import (DEFECT_TYPES, PAINTERS, TEXTURED_MAX_COVERAGE, add_denoising_noise, add_training_defect,
+                           main, paint_defect)
 from utils.synthetic import render_part
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +29,12 @@ def textured(shape, low: float = 0.0, high: float = 1.0):
     import tensorflow as tf
 
     return tf.constant(np.random.default_rng(shape[1]).uniform(low, high, shape).astype(np.float32))
+
+
+def paint(painter: str, image, **keywords):
+    """One training-time defect by `painter`; the textured one's other photo is another random image."""
+    other = textured(tuple(image.shape), low=0.1, high=0.9)[::-1]  # differs from `image` at every pixel
+    return add_training_defect(image, other, painter=painter, **keywords)
 
 
 # ---------------------------------------------------------------- demo-set painters (numpy)
@@ -75,12 +82,13 @@ def test_unknown_demo_defect_is_rejected_with_its_name():
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_training_mask_is_positive_exactly_where_pixels_changed(shape):
+@pytest.mark.parametrize("painter", PAINTERS)
+def test_training_mask_is_positive_exactly_where_pixels_changed(shape, painter):
     import tensorflow as tf
 
     image = textured(shape)
     for seed in range(12):
-        painted, mask = add_synthetic_defects(image, probability=1.0, max_coverage=0.04, seed=tf.constant([seed, 1]))
+        painted, mask = paint(painter, image, probability=1.0, seed=tf.constant([seed, 1]))
         painted, mask, original = painted.numpy(), mask.numpy(), image.numpy()
         assert painted.shape == shape and mask.shape == shape[:2] + (1,)
         assert 0.0 <= painted.min() and painted.max() <= 1.0 and 0.0 <= mask.min() and mask.max() <= 1.0
@@ -88,50 +96,55 @@ def test_training_mask_is_positive_exactly_where_pixels_changed(shape):
         changed = (painted != original).any(axis=-1)
         assert np.array_equal(covered, changed), f"seed {seed}: mask and changed pixels disagree"
         assert np.array_equal(painted[~covered], original[~covered])  # bit-identical outside the mask
-        assert 0 < covered.sum() <= 0.08 * shape[0] * shape[1]  # a blob or a stroke: the coverage plus a soft rim
+        most = 2 * (0.04 if painter == "basic" else TEXTURED_MAX_COVERAGE)  # the coverage plus a soft rim
+        assert 0 < covered.sum() <= most * shape[0] * shape[1]
 
 
-def test_training_mask_leaves_out_covered_pixels_the_fill_did_not_change():
+@pytest.mark.parametrize("painter", PAINTERS)
+def test_training_mask_leaves_out_covered_pixels_the_fill_did_not_change(painter):
     """On a flat image a shifted copy of it is the image itself: such a defect changes nothing, so no mask."""
     import tensorflow as tf
 
     image = tf.fill([48, 48, 1], 0.5)
     empty = 0
     for seed in range(16):
-        painted, mask = add_synthetic_defects(image, probability=1.0, seed=tf.constant([seed, 2]))
+        painted, mask = paint(painter, image, probability=1.0, seed=tf.constant([seed, 2]))
         changed = (painted.numpy() != image.numpy())[:, :, 0]
         assert np.array_equal(mask.numpy()[:, :, 0] > 0, changed), f"seed {seed}"
         empty += not changed.any()
     assert 0 < empty < 16  # both cases were drawn: an unchanged image (flat-image copy) and a painted one
 
 
-def test_training_painter_keeps_pixels_outside_the_mask_even_out_of_range():
+@pytest.mark.parametrize("painter", PAINTERS)
+def test_training_painter_keeps_pixels_outside_the_mask_even_out_of_range(painter):
     import tensorflow as tf
 
     image = textured((40, 40, 3), low=-0.3, high=1.3)  # the clip of the blend must not touch unpainted pixels
     for seed in range(6):
-        painted, mask = add_synthetic_defects(image, probability=1.0, seed=tf.constant([seed, 3]))
+        painted, mask = paint(painter, image, probability=1.0, seed=tf.constant([seed, 3]))
         outside = mask.numpy()[:, :, 0] == 0
         assert np.array_equal(painted.numpy()[outside], image.numpy()[outside])
 
 
-def test_training_painter_leaves_an_undamaged_image_untouched_with_an_empty_mask():
+@pytest.mark.parametrize("painter", PAINTERS)
+def test_training_painter_leaves_an_undamaged_image_untouched_with_an_empty_mask(painter):
     import tensorflow as tf
 
     image = textured((32, 40, 3))
     for seed in range(4):
-        painted, mask = add_synthetic_defects(image, probability=0.0, seed=tf.constant([seed, 4]))
+        painted, mask = paint(painter, image, probability=0.0, seed=tf.constant([seed, 4]))
         assert np.array_equal(painted.numpy(), image.numpy())
         assert mask.shape == (32, 40, 1) and not mask.numpy().any()
 
 
-def test_training_painter_repeats_its_draw_for_a_seed_and_not_for_another():
+@pytest.mark.parametrize("painter", PAINTERS)
+def test_training_painter_repeats_its_draw_for_a_seed_and_not_for_another(painter):
     import tensorflow as tf
 
     image = textured((48, 48, 1))
-    first = [tensor.numpy() for tensor in add_synthetic_defects(image, probability=1.0, seed=tf.constant([7, 0]))]
-    again = [tensor.numpy() for tensor in add_synthetic_defects(image, probability=1.0, seed=tf.constant([7, 0]))]
-    other = add_synthetic_defects(image, probability=1.0, seed=tf.constant([8, 0]))[0].numpy()
+    first = [tensor.numpy() for tensor in paint(painter, image, probability=1.0, seed=tf.constant([7, 0]))]
+    again = [tensor.numpy() for tensor in paint(painter, image, probability=1.0, seed=tf.constant([7, 0]))]
+    other = paint(painter, image, probability=1.0, seed=tf.constant([8, 0]))[0].numpy()
     assert np.array_equal(first[0], again[0]) and np.array_equal(first[1], again[1])
     assert not np.array_equal(first[0], other)
 
@@ -153,7 +166,7 @@ def test_preview_sheet_shows_every_painter_above_its_mask(tmp_path):
     out = tmp_path / "sheet.png"
     main(["--out", str(out), "--size", "32", "--seed", "1"])
     sheet = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
-    tiles = len(DEFECT_TYPES) + 3  # the demo defects, then three training-time ones
+    tiles = len(DEFECT_TYPES) + 3 * len(PAINTERS)  # the demo defects, then three of each training painter
     assert sheet.shape == (64, 32 * tiles, 3)
     mask_row = sheet[32:, :, 0]
     assert all(mask_row[:, 32 * tile:32 * (tile + 1)].any() for tile in range(tiles)), "a painter drew no mask"

@@ -71,6 +71,10 @@ class TrainConfig:
                          "input, clean target")
     synthetic_defects: bool = option(False, "defect-removal training: half the inputs get a painted blob or "
                                      "stroke (foreign texture or a flat tone), the target stays clean")
+    painter: str = option("basic", "with --synthetic-defects: basic (blobs up to 4 %% and strokes, filled with the "
+                          "photo itself or a flat tone) or textured (also long and scattered patches up to 12 %%, "
+                          "filled with another good photo re-toned, a procedural texture, the photo itself or "
+                          "a flat tone, at 20-100 %% opacity)", choices="painters")
     distribute: str = option("none", "none: one device; mirrored: all local GPUs; multiworker: the machines "
                              "in TF_CONFIG", choices="distribute")
     params: str | None = option(None, "hyperparameter JSON for myCAE_optuna (default: models/myCAE_optuna.json)",
@@ -95,6 +99,10 @@ def choices_for(source: str | None) -> tuple[str, ...] | None:
 
         specs = [models.spec(name, head=head) for name in models.MODELS for head in (False, True)]
         return tuple(dict.fromkeys(anomaly_map.name for spec in specs for anomaly_map in spec.anomaly_maps))
+    if source == "painters":
+        from utils.defects import PAINTERS
+
+        return PAINTERS
     if source == "recipes":
         return tuple(RECIPES)
     if source == "colors":

@@ -23,7 +23,7 @@ import numpy as np
 
 # Every painter lives in utils/defects; training_triple paints with these, and callers (test.py) still import
 # add_denoising_noise from here.
-from utils.defects import add_denoising_noise, add_synthetic_defects, random_seeds
+from utils.defects import add_denoising_noise, add_training_defect, random_seeds
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 COLOR_MODES = ("grayscale", "rgb")
@@ -259,6 +259,7 @@ def training_datasets(
     augment: bool = False,
     noise: bool = False,
     defects: bool = False,
+    painter: str = "basic",
     skipped: set[str] | None = None,
     fit_example=None,
     damaged_validation: bool = False,
@@ -290,8 +291,9 @@ def training_datasets(
     # One seed per element, new every epoch but fixed by `seed`: stateful random ops in a map can repeat the
     # same draws epoch after epoch once Keras sets a global seed, and depend on the map's parallel order.
     element_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    train = tf.data.Dataset.zip(train, element_seeds)
-    train = train.map(training_triple(noise=noise, defects=defects), num_parallel_calls=tf.data.AUTOTUNE)
+    train = with_other_photos(tf.data.Dataset.zip(train, element_seeds), batch_size)
+    train = train.map(training_triple(noise=noise, defects=defects, painter=painter),
+                      num_parallel_calls=tf.data.AUTOTUNE)
     train = train.batch(batch_size).map(fit_example).prefetch(tf.data.AUTOTUNE)
     validation = image_dataset(validation_files, preprocessing=preprocessing, skipped=skipped).cache()
     validation = validation.map(to_unit_float)
@@ -299,7 +301,8 @@ def training_datasets(
         validation = random_tiles(validation, preprocessing.tile, seed=seed, new_each_epoch=False)
     if damaged_validation:
         fixed_seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=False).batch(2)
-        validation = tf.data.Dataset.zip(validation, fixed_seeds).map(training_triple(noise=False, defects=True))
+        validation = with_other_photos(tf.data.Dataset.zip(validation, fixed_seeds), batch_size)
+        validation = validation.map(training_triple(noise=False, defects=True, painter=painter))
     else:
         validation = validation.map(_clean_triple)
     return train, validation.batch(batch_size).map(fit_example).prefetch(tf.data.AUTOTUNE)
@@ -326,15 +329,28 @@ def random_tiles(photos, tile: int, *, seed: int, new_each_epoch: bool):
     return cropped.map(lambda image: tf.ensure_shape(image, (tile, tile, channels)))
 
 
-def training_triple(*, noise: bool, defects: bool):
-    """(image, seed) → (input, target, mask): the target is the clean image; the input is damaged first, and the
-    mask says where a synthetic defect was painted (all zeros without one)."""
+def with_other_photos(pairs, group: int):
+    """(image, seed) elements → (image, other, seed): `other` is another image of the same group of `group`
+    consecutive elements (the next one, cyclically; the image itself in a group of one), a fill for painters that
+    take foreign structure from the data set itself."""
     import tensorflow as tf
 
-    def make_triple(image, seed):
+    def pair_up(images, seeds):
+        return images, tf.roll(images, shift=-1, axis=0), seeds
+
+    return pairs.batch(max(1, group)).map(pair_up).unbatch()
+
+
+def training_triple(*, noise: bool, defects: bool, painter: str = "basic"):
+    """(image, other, seed) → (input, target, mask): the target is the clean image; the input is damaged first
+    (by the named painter, which may take its fill from `other`), and the mask says where a synthetic defect was
+    painted (all zeros without one)."""
+    import tensorflow as tf
+
+    def make_triple(image, other, seed):
         seeds = random_seeds(seed, 2)  # one for the defect, one for the noise
         if defects:
-            damaged, mask = add_synthetic_defects(image, seed=seeds[0])
+            damaged, mask = add_training_defect(image, other, painter=painter, seed=seeds[0])
         else:
             damaged, mask = image, tf.zeros_like(image[:, :, :1])
         return (add_denoising_noise(damaged, seed=seeds[1]) if noise else damaged), image, mask

@@ -311,6 +311,67 @@ def _paint_blob_or_stroke(image, seeds, *, max_coverage: float):
                  + tf.random.stateless_normal([height, width, channels], seeds[6], stddev=0.03))
     fill = tf.where(tf.random.stateless_uniform([], seeds[7]) < 0.5, shifted, flat_tone)
     opacity = tf.random.stateless_uniform([], seeds[8], 0.5, 1.0) * coverage
+    return _blend_where_changed(image, fill, opacity, coverage)
+
+
+PAINTERS = ("basic", "textured")  # training-time painters, by name (train.py --painter)
+TEXTURED_MAX_COVERAGE = 0.12
+
+
+def add_training_defect(image, other, *, painter: str = "basic", probability: float = 0.5, seed=None):
+    """One training input and its damage mask with the named painter: ``basic`` is `add_synthetic_defects`;
+    ``textured`` is `add_textured_defects`, which fills from `other` (another good photo of the same shape)."""
+    if painter == "basic":
+        return add_synthetic_defects(image, probability=probability, seed=seed)
+    if painter == "textured":
+        return add_textured_defects(image, other, probability=probability, seed=seed)
+    raise ValueError(f"painter must be one of {PAINTERS}; got {painter!r}")
+
+
+def add_textured_defects(image, other, *, probability: float = 0.5, max_coverage: float = TEXTURED_MAX_COVERAGE,
+                         seed=None):
+    """Like `add_synthetic_defects`, with the variety DRAEM's ablation found to matter (Zavrtanik et al., ICCV
+    2021), drawn from the data set itself instead of a texture library: (image, mask H×W×1 float in [0, 1]).
+
+    With `probability`, one defect is painted. Its shape is a stroke (a third of them, as before) or a smooth
+    patch: the top 0.3 %–`max_coverage` of a random field whose cell count is drawn per axis from 2–32 (round
+    stains, long streaks, several scattered spots). Its fill is, in equal parts: `other` (another good photo,
+    H×W×C like `image`) mirrored, shifted and re-toned (gamma 0.5–2, contrast and brightness changed, sometimes
+    inverted: foreign structure of the same kind); a procedural texture (a few octaves of smooth noise at a
+    random tone and contrast); the image itself turned and shifted; or a flat tone plus a little noise. Opacity is
+    20–100 %, so faint defects are learnt too. The mask has the same meaning and guarantees as
+    `add_synthetic_defects`' (> 0 exactly where a channel changed).
+    """
+    import tensorflow as tf
+
+    seeds = random_seeds(seed, 2)
+    damage = tf.random.stateless_uniform([], seeds[0]) < probability
+    return tf.cond(damage, lambda: _paint_textured(image, other, seeds[1], max_coverage=max_coverage),
+                   lambda: (image, tf.zeros_like(image[:, :, :1])))
+
+
+def _paint_textured(image, other, seed, *, max_coverage: float):
+    import tensorflow as tf
+
+    seeds = random_seeds(seed, 8)
+    height, width, channels = image.shape
+    is_stroke = tf.random.stateless_uniform([], seeds[0]) < 1 / 3
+    coverage = tf.cond(is_stroke, lambda: _stroke_mask(height, width, seed=seeds[1]),
+                       lambda: _patch_mask(height, width, max_coverage=max_coverage, seed=seeds[2]))[:, :, None]
+    fills = [lambda: _retoned(other, seeds[3]),
+             lambda: _procedural_texture(height, width, channels, seeds[4]),
+             lambda: _turned_and_shifted(image, seeds[5]),
+             lambda: _flat_tone(height, width, channels, seeds[5])]
+    choice = tf.random.stateless_uniform([], seeds[6], 0, len(fills), dtype=tf.int32)
+    fill = tf.switch_case(choice, fills)
+    opacity = tf.random.stateless_uniform([], seeds[7], 0.2, 1.0) * coverage
+    return _blend_where_changed(image, fill, opacity, coverage)
+
+
+def _blend_where_changed(image, fill, opacity, coverage):
+    """(`fill` blended into `image` with `opacity`, the coverage where a pixel actually changed)."""
+    import tensorflow as tf
+
     blended = tf.clip_by_value(image * (1.0 - opacity) + fill * opacity, 0.0, 1.0)
     # Outside the coverage the blend equals the image only for inputs in [0, 1] (the clip would move others):
     # selecting keeps those pixels bit-identical whatever comes in.
@@ -318,6 +379,72 @@ def _paint_blob_or_stroke(image, seeds, *, max_coverage: float):
     # A faint soft edge, or a fill equal to the image, can leave a covered pixel as it was: not part of the mask.
     changed = tf.reduce_any(damaged != image, axis=-1, keepdims=True)
     return damaged, tf.where(changed, coverage, tf.zeros_like(coverage))
+
+
+def _turned_and_shifted(image, seed):
+    import tensorflow as tf
+
+    seeds = random_seeds(seed, 2)
+    height, width = image.shape[0], image.shape[1]
+    turns = tf.random.stateless_uniform([], seeds[0], 0, 4, dtype=tf.int32)
+    turned = tf.image.rot90(image, turns) if height == width else image
+    shift = tf.random.stateless_uniform([2], seeds[1], 0, max(height, width), dtype=tf.int32)
+    return tf.roll(turned, shift=shift, axis=[0, 1])
+
+
+def _flat_tone(height: int, width: int, channels: int, seed):
+    import tensorflow as tf
+
+    seeds = random_seeds(seed, 2)
+    return (tf.random.stateless_uniform([1, 1, channels], seeds[0])
+            + tf.random.stateless_normal([height, width, channels], seeds[1], stddev=0.03))
+
+
+def _retoned(photo, seed):
+    """Another photo mirrored, shifted and re-toned: gamma 0.5–2, contrast 0.5–1.5, brightness ±0.2, a quarter
+    of them inverted."""
+    import tensorflow as tf
+
+    seeds = random_seeds(seed, 6)
+    photo = tf.image.stateless_random_flip_left_right(photo, seeds[0])
+    photo = tf.image.stateless_random_flip_up_down(photo, seeds[1])
+    photo = _turned_and_shifted(photo, seeds[2])
+    gamma, contrast, brightness, invert = tf.unstack(tf.random.stateless_uniform([4], seeds[3]))
+    photo = tf.clip_by_value(photo, 0.0, 1.0) ** tf.exp((2 * gamma - 1) * np.log(2.0))
+    photo = (photo - 0.5) * (0.5 + contrast) + 0.5 + 0.4 * (brightness - 0.5)
+    return tf.clip_by_value(tf.where(invert < 0.25, 1.0 - photo, photo), 0.0, 1.0)
+
+
+def _procedural_texture(height: int, width: int, channels: int, seed):
+    """Three octaves of smooth value noise (2–8 cells a side at the coarsest), at a random tone and contrast."""
+    import tensorflow as tf
+
+    seeds = random_seeds(seed, 6)
+    cells = tf.random.stateless_uniform([], seeds[0], 2, 9, dtype=tf.int32)
+    texture = tf.zeros([height, width])
+    for octave in range(3):
+        grid = tf.random.stateless_uniform(tf.stack([1, cells * 2**octave, cells * 2**octave, 1]), seeds[1 + octave])
+        texture += 0.5**octave * tf.image.resize(grid, [height, width], method="bilinear")[0, :, :, 0]
+    texture = (texture - tf.reduce_mean(texture)) / (tf.math.reduce_std(texture) + 1e-6)
+    tone = tf.random.stateless_uniform([1, 1, channels], seeds[4])
+    contrast = tf.random.stateless_uniform([], seeds[5], 0.05, 0.3)
+    return tf.clip_by_value(tone + contrast * texture[:, :, None], 0.0, 1.0)
+
+
+def _patch_mask(height: int, width: int, *, max_coverage: float, seed):
+    """H×W float mask in [0, 1]: the top 0.3 %–max_coverage of a smooth random field with 2–32 cells per axis,
+    drawn independently (so patches can be round, long, or many)."""
+    import tensorflow as tf
+
+    seeds = random_seeds(seed, 4)
+    rows = 2 ** tf.random.stateless_uniform([], seeds[0], 1, 6, dtype=tf.int32)
+    cols = 2 ** tf.random.stateless_uniform([], seeds[1], 1, 6, dtype=tf.int32)
+    coarse = tf.random.stateless_uniform(tf.stack([1, rows + 1, cols + 1, 1]), seeds[2])
+    field = tf.image.resize(coarse, [height, width], method="bicubic")[0, :, :, 0]
+    coverage = tf.random.stateless_uniform([], seeds[3], 0.003, max_coverage)
+    descending = tf.sort(tf.reshape(field, [-1]), direction="DESCENDING")
+    cutoff = descending[tf.cast(coverage * height * width, tf.int32)]
+    return tf.clip_by_value((field - cutoff) / 0.02, 0.0, 1.0)
 
 
 def _blob_mask(height: int, width: int, *, max_coverage: float, seed):
@@ -362,7 +489,8 @@ def _stroke_mask(height: int, width: int, *, seed):
 
 def preview_sheet(*, size: int = 128, seed: int = 0, training_samples: int = 3) -> np.ndarray:
     """H×W×3 uint8 RGB: each demo-set defect on its own rendered part, then `training_samples` training-time
-    defects on the first part's photo; painted images in the top row, their masks (white) below."""
+    defects of each painter (PAINTERS) on the first part's photo (the textured one filling from the second
+    part's); painted images in the top row, their masks (white) below."""
     import tensorflow as tf
 
     from utils.synthetic import render_part  # a function-level import: utils.synthetic imports this module
@@ -373,18 +501,21 @@ def preview_sheet(*, size: int = 128, seed: int = 0, training_samples: int = 3) 
         image, mask = paint_defect(part, kind, np.random.default_rng((seed, position)))
         images.append(image)
         masks.append(mask.astype(np.float32))
-    photo = tf.constant(render_part((seed, 0), size).image.astype(np.float32) / 255)
-    for sample in range(training_samples):
-        damaged, coverage = add_synthetic_defects(photo, probability=1.0, seed=tf.constant([seed, sample]))
-        images.append(float_to_uint8(damaged.numpy()))
-        masks.append(coverage.numpy()[:, :, 0])
+    photo, other = (tf.constant(render_part((seed, index), size).image.astype(np.float32) / 255) for index in (0, 1))
+    for painter in PAINTERS:
+        for sample in range(training_samples):
+            damaged, coverage = add_training_defect(photo, other, painter=painter, probability=1.0,
+                                                    seed=tf.constant([seed, sample]))
+            images.append(float_to_uint8(damaged.numpy()))
+            masks.append(coverage.numpy()[:, :, 0])
     mask_row = [np.repeat(float_to_uint8(mask)[:, :, None], 3, axis=2) for mask in masks]
     return np.vstack([np.hstack(images), np.hstack(mask_row)])
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Paint every kind of defect once and save a preview sheet (PNG): "
-                                                 "the demo-set defects, then training-time defects, masks below.")
+                                                 "the demo-set defects, then each training-time painter's, "
+                                                 "masks below.")
     parser.add_argument("--out", default="defects_preview.png", help="PNG to write (default defects_preview.png)")
     parser.add_argument("--size", type=int, default=128, help="photo size in pixels (≥ 32)")
     parser.add_argument("--seed", type=int, default=0)
