@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "then each new file once fully written), camera:N, a video file or a stream URL")
     parser.add_argument("--decision", choices=("calibrated", "seed"), default="calibrated",
                         help="decision rule: the run's calibrated threshold and blob area, or the seed's fixed rule")
+    parser.add_argument("--runtime", choices=("auto", "tensorflow", "onnx", "openvino"), default="auto",
+                        help="what computes the model and its anomaly map: the run's export in RUN/export/ (written "
+                             "by train.py --export; needs only requirements-line.txt, no TensorFlow) or the Keras "
+                             "model with TensorFlow; auto: the export when it is current and its runtime installed "
+                             "(ONNX Runtime first), else TensorFlow (default: auto)")
     parser.add_argument("--images", choices=IMAGE_CHOICES, default="none",
                         help="publish input, reconstruction, residual and defect images for no part, NOK parts "
                              "only, or every part (default: none)")
@@ -215,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         print(start_line(run_folder, model_name, journal, settings), flush=True)
         return run_line(source=arguments.source, model=str(run_folder), mqtt=settings, images=arguments.images,
                         journal=journal, shifts=arguments.shifts, decision=arguments.decision,
-                        stats_window_s=arguments.stats_window, drain_timeout_s=arguments.drain_timeout)
+                        stats_window_s=arguments.stats_window, drain_timeout_s=arguments.drain_timeout,
+                        runtime=arguments.runtime)
     except UserError as error:
         return fail(str(error))
     except BrokerRejectedError as error:  # while running: the part that met it is journaled too

@@ -6,6 +6,7 @@
     python train.py --config saved_models/<run>/config.json   # repeat a run's recipe exactly
     python train.py --resume saved_models/<run>       # continue a run from its last checkpoint
     python train.py --optuna 30 --epochs 20 --size 128   # tune myCAE into myCAE_optuna; rerun to resume
+    python train.py --export saved_models/<run> --format onnx   # for a line PC without TensorFlow
 """
 from __future__ import annotations
 
@@ -46,6 +47,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     search.add_argument("--tuning-data", metavar="DIR", help="with --objective auroc: labelled tuning images "
                         "(good/ and <defect>/ sub-folders). Never the set you report results on: keep a separate "
                         "tuning split, or the reported numbers are tuned on their own test")
+    export = parser.add_argument_group("export (a line PC then needs only requirements-line.txt)")
+    export.add_argument("--export", metavar="RUN", help="write RUN's whole inference graph (model input → "
+                        "reconstruction and anomaly map) to RUN/export/, checked against Keras; main.py --model RUN "
+                        "then inspects with it (--runtime auto)")
+    export.add_argument("--format", choices=("onnx", "openvino"), help="with --export: onnx (for ONNX Runtime) or "
+                        "openvino (OpenVINO IR). No litert: Keras' LiteRT export of these graphs keeps TensorFlow "
+                        "(Flex) ops, so it would need TensorFlow on the line again")
     return parser.parse_args(argv)
 
 
@@ -66,7 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     from utils.config import given_options, make_config
 
     try:
-        if args.calibrate:
+        if args.export or args.format:
+            if not (args.export and args.format):
+                raise ValueError("--export RUN and --format FORMAT go together")
+            from utils.export import export_run
+
+            exported = export_run(args.export, args.format)
+            print(f"exported {exported}")
+            run_dir = args.export
+        elif args.calibrate:
             from utils.calibration import calibrate
 
             result = calibrate(args.calibrate, min_area=args.min_area, finetune_dir=args.finetune)

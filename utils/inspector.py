@@ -5,8 +5,10 @@
     results[0].verdict, results[0].score, results[0].blobs
 
 Images are prepared by the run's preprocessing step (utils/preprocessing.py). Per batch, the model's forward pass
-and its anomaly map (the one its spec and config.json name, utils/anomaly_maps.py) run as one compiled TensorFlow
-graph; the Inspector does not know which map it is. Thresholding and connected components then run per image on
+and its anomaly map (the one its spec and config.json name, utils/anomaly_maps.py) run as one graph, the
+Inspector's backend: a compiled TensorFlow graph of the Keras model (``KerasForward``, runtime "tensorflow"), or
+the run's export run by ONNX Runtime or OpenVINO (utils/export.py), which needs no TensorFlow. The Inspector does
+not know which map it is, nor which runtime computes it. Thresholding and connected components then run per image on
 the CPU (OpenCV), at the preprocessing's decision resolution: model pixels for ``stretch`` (as the original
 method), the photo's own pixels for ``keep-aspect`` and ``tiles`` (maps stitched back, boxes in photo pixels).
 """
@@ -22,7 +24,7 @@ import numpy as np
 
 from utils import blobs as blobs_module
 from utils.anomaly_maps import reconstruction_of
-from utils.run import DEFAULT_RUNS_DIR, Run, load_run
+from utils.run import DEFAULT_RUNS_DIR, Run, load_run, resolve_run
 
 
 @dataclass
@@ -44,10 +46,36 @@ class InspectionResult:
     display_range: tuple[float, float] = (0.0, 1.0)  # heat maps: low → black, high and above → full colour
 
 
+class KerasForward:
+    """The run's Keras model and anomaly map as one compiled TensorFlow graph: model inputs → (reconstructions,
+    maps) as numpy arrays. The default backend; an export's backends (utils/export.py) have the same interface."""
+
+    runtime = "tensorflow"
+
+    def __init__(self, run: Run):
+        import tensorflow as tf
+
+        model, anomaly_map = run.autoencoder, run.anomaly_map
+        self.anomaly_map = anomaly_map
+
+        @tf.function(reduce_retracing=True)
+        def forward(batch):
+            outputs = model(batch, training=False)
+            return reconstruction_of(outputs), anomaly_map.compute(batch, outputs)
+
+        self._forward = forward
+
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        reconstructions, maps = self._forward(batch)
+        return reconstructions.numpy(), maps.numpy()
+
+
 class Inspector:
     """Reconstruct, compare and decide, for batches of images of any size."""
 
-    def __init__(self, run: Run, *, decision: str = "calibrated", batch_size: int = 8):
+    def __init__(self, run: Run, *, decision: str = "calibrated", batch_size: int = 8, forward=None):
+        """`forward`: the backend (model inputs → reconstructions, maps; with `anomaly_map` and `runtime`
+        attributes); default KerasForward(run)."""
         if decision not in blobs_module.DECISION_RULES:
             raise ValueError(f"decision must be one of {blobs_module.DECISION_RULES}; got {decision!r}")
         if decision == "calibrated" and not run.calibration:
@@ -56,13 +84,34 @@ class Inspector:
         self.run = run
         self.decision = decision
         self.batch_size = batch_size
-        self._forward = self._compile_forward()
+        self.forward = forward if forward is not None else KerasForward(run)
         self._decision_pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="decide")
 
     @classmethod
     def from_run(cls, path: str | Path | None = None, *, decision: str = "calibrated", batch_size: int = 8,
-                 runs_dir: str | Path = DEFAULT_RUNS_DIR) -> "Inspector":
+                 runs_dir: str | Path = DEFAULT_RUNS_DIR, runtime: str = "tensorflow") -> "Inspector":
+        """The Inspector of a run folder (None: the newest). `runtime`: "tensorflow" (the Keras model), "onnx" or
+        "openvino" (its export in RUN/export/, no TensorFlow imported), or "auto" (an export when one is current
+        and its runtime installed, else TensorFlow: utils.export.choose_runtime)."""
+        if runtime != "tensorflow":
+            from utils import export
+
+            folder = resolve_run(path, runs_dir=runs_dir)
+            runtime = export.choose_runtime(folder, runtime)
+            if runtime != "tensorflow":
+                run = load_run(folder, with_models=False)
+                return cls(run, decision=decision, batch_size=batch_size, forward=export.load_forward(run, runtime))
+            path = folder
         return cls(load_run(path, runs_dir=runs_dir), decision=decision, batch_size=batch_size)
+
+    @property
+    def runtime(self) -> str:
+        return self.forward.runtime
+
+    @property
+    def anomaly_map(self):
+        """The run's anomaly map (name, display range), as the backend computes it."""
+        return self.forward.anomaly_map
 
     @property
     def model_name(self) -> str:
@@ -80,18 +129,6 @@ class Inspector:
     def color_mode(self) -> str:
         return self.run.color_mode
 
-    def _compile_forward(self):
-        import tensorflow as tf
-
-        model, anomaly_map = self.run.autoencoder, self.run.anomaly_map
-
-        @tf.function(reduce_retracing=True)
-        def forward(batch):
-            outputs = model(batch, training=False)
-            return reconstruction_of(outputs), anomaly_map.compute(batch, outputs)
-
-        return forward
-
     def prepare(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Decoded images → the model inputs of all of them, stacked (a tiled photo gives several)."""
         plans = [self.preprocessing.plan(image) for image in images]
@@ -101,9 +138,9 @@ class Inspector:
         """(reconstructions N×h×w×C, anomaly maps N×h×w) for model inputs, in chunks of batch_size."""
         reconstructions, maps = [], []
         for start in range(0, len(batch), self.batch_size):
-            chunk_reconstructions, chunk_maps = self._forward(batch[start:start + self.batch_size])
-            reconstructions.append(chunk_reconstructions.numpy())
-            maps.append(chunk_maps.numpy())
+            chunk_reconstructions, chunk_maps = self.forward(batch[start:start + self.batch_size])
+            reconstructions.append(chunk_reconstructions)
+            maps.append(chunk_maps)
         return np.concatenate(reconstructions), np.concatenate(maps)
 
     def maps_for(self, images: Sequence[np.ndarray]) -> tuple[list, list, list]:
@@ -117,7 +154,7 @@ class Inspector:
         for start in range(0, len(inputs), self.batch_size):
             pieces = inputs[start:start + self.batch_size]
             batch = np.concatenate([plan.inputs(index, index + 1) for plan, index in pieces])
-            reconstructions, maps = (output.numpy() for output in self._forward(batch))
+            reconstructions, maps = self.forward(batch)
             for offset, (plan, index) in enumerate(pieces):
                 plan.add(index, reconstructions[offset:offset + 1], maps[offset:offset + 1])
         results = [plan.result() for plan in plans]
@@ -139,7 +176,7 @@ class Inspector:
         # OpenCV and NumPy release the GIL, so the per-image decisions use every core, as the forward pass did.
         decisions = list(self._decision_pool.map(self.decide, maps)) if len(maps) > 1 else [self.decide(maps[0])]
         results = []
-        anomaly_map = self.run.anomaly_map
+        anomaly_map = self.anomaly_map
         for view, reconstruction, map_values, decision in zip(views, reconstructions, maps, decisions):
             results.append(InspectionResult(
                 verdict=decision.verdict, score=float(decision.score), threshold=float(decision.threshold),

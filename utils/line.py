@@ -329,13 +329,15 @@ def install_stop_handlers(stop: threading.Event) -> None:
 
 def run_line(*, source: str, model: str | None = None, mqtt: MqttSettings | None = None, images: str = "none",
              journal: str | Path | None = None, shifts: str = DEFAULT_SHIFTS, decision: str = "calibrated",
-             stats_window_s: float = 60.0, drain_timeout_s: float = 10.0, poll_interval_s: float = 0.5) -> int:
+             stats_window_s: float = 60.0, drain_timeout_s: float = 10.0, poll_interval_s: float = 0.5,
+             runtime: str = "auto") -> int:
     """Run the line until the source ends or Ctrl-C/SIGTERM; return the exit status (0).
 
     Options are validated (and the source opened) before the model is loaded, so a typo fails in a second.
     ``watch:DIR`` first inspects the files waiting in DIR that the journal has no result for (the parts that
     arrived while the line was down; on a fresh journal every waiting file), then each new file once it is whole
-    (see utils.sources.FolderWatcher).
+    (see utils.sources.FolderWatcher). ``runtime`` (utils.export.choose_runtime): "auto" inspects with the run's
+    export when it is current and its runtime installed (no TensorFlow imported), else with TensorFlow.
     """
     if images not in IMAGE_CHOICES:
         raise ValueError(f"--images must be one of {IMAGE_CHOICES}; got {images!r}")
@@ -348,9 +350,10 @@ def run_line(*, source: str, model: str | None = None, mqtt: MqttSettings | None
     # Read before the watcher lists the folder: a file arriving in between has no record and is inspected.
     inspected = inspected_sources(journal_path) if str(source).startswith("watch:") else None
     events = open_source(source, stop=stop, poll_interval_s=poll_interval_s, already_inspected=inspected)
-    from utils.inspector import Inspector  # here, not at import: it loads TensorFlow
+    from utils.inspector import Inspector  # here, not at import: its backend may load TensorFlow
 
-    inspector = Inspector.from_run(model, decision=decision)
+    inspector = Inspector.from_run(model, decision=decision, runtime=runtime)
+    log.info("inspecting with %s", inspector.runtime)
     line_journal = Journal(journal_path)
     publisher = (MqttPublisher(mqtt, line_journal, on_permanent_error=lambda error: stop.set())
                  if mqtt else None)

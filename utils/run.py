@@ -178,18 +178,21 @@ def resolve_run(path: str | Path | None, *, runs_dir: str | Path = DEFAULT_RUNS_
     return path
 
 
-def load_run(path: str | Path | None = None, *, runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Run:
+def load_run(path: str | Path | None = None, *, runs_dir: str | Path = DEFAULT_RUNS_DIR,
+             with_models: bool = True) -> Run:
     """Load a run folder (default: the newest in `runs_dir`): models with compile=False, config, calibration.
 
+    ``with_models=False`` leaves the Keras models out (autoencoder and encoder None) and imports neither Keras nor
+    TensorFlow: what the line needs to inspect from an export (utils/export.py).
     A file that is there but damaged is a one-line ValueError naming it and what to do."""
     path = resolve_run(path, runs_dir=runs_dir)
     restore_or_retrain = "restore the file from a backup, or retrain the run with `python train.py`"
     config = _read_run_json(path / CONFIG_FILE, restore_or_retrain)
     if "model" not in config:
         raise ValueError(f"{str(path / CONFIG_FILE)!r} names no model: {restore_or_retrain}.")
-    autoencoder = _load_keras_file(path / MODEL_FILE)
+    autoencoder = _load_keras_file(path / MODEL_FILE) if with_models else None
     encoder_path = path / ENCODER_FILE
-    encoder = _load_keras_file(encoder_path) if encoder_path.is_file() else None
+    encoder = _load_keras_file(encoder_path) if with_models and encoder_path.is_file() else None
     calibration_path = path / CALIBRATION_FILE
     calibration = (_read_run_json(calibration_path, f"recalibrate with `python train.py --calibrate {path}`")
                    if calibration_path.is_file() else None)
