@@ -100,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = training.resume(args.resume, epochs=given_options(args).get("epochs"))
         else:
             config = make_config(getattr(args, "config", None), given_options(args))
-            run_dir = run_optuna(args, config) if args.optuna is not None else training.train(config)
+            if args.optuna is not None:
+                run_dir = run_optuna(args, config)
+            else:
+                run_dir = training.train(config)
+                print("\n".join(training.next_steps(run_dir, config)))
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

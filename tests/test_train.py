@@ -66,6 +66,8 @@ def test_cli_trains_resumes_and_prints_the_run_folder_last(tiny_demo, tmp_path):
     assert first.returncode == 0, first.stderr[-2000:]
     run_dir = Path(first.stdout.strip().splitlines()[-1])
     assert run_dir.parent == tmp_path and (run_dir / "model.keras").is_file()
+    assert f"python IoU_test.py --model {run_dir} --data {tiny_demo}" in first.stdout  # what to try next
+    assert "demo test set" not in first.stdout  # a user's own test split is not evaluated unasked
     resumed = run_script("train.py", "--resume", str(run_dir), "--epochs", "3")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert resumed.stdout.strip().splitlines()[-1] == str(run_dir)
@@ -208,3 +210,15 @@ def test_history_survives_kill_9_in_the_second_epoch_and_a_resume(tiny_demo, tmp
         logged = {int(row["epoch"]): float(row["loss"]) for row in csv.DictReader(handle)}
     for epoch, loss in logged.items():  # the CSV log and history.json tell the same story
         assert history["loss"][epoch] == pytest.approx(loss, rel=1e-6)
+
+
+def test_after_training_on_the_demo_set_the_test_auroc_and_next_commands_are_told(tiny_run, tiny_demo, monkeypatch):
+    from utils import training
+    from utils.config import TrainConfig
+
+    monkeypatch.setattr(training, "resolve_data_root", lambda config: tiny_demo)  # the demo set, tiny
+    lines = training.next_steps(tiny_run, TrainConfig())
+    assert lines[0].startswith("demo test set: image AUROC 0.") or lines[0].startswith("demo test set: image AUROC 1.")
+    assert (tiny_run / "results" / tiny_demo.name / "metrics.json").is_file()
+    assert any(line.strip().startswith(f"python test.py --model {tiny_run} --image ") for line in lines)
+    assert lines[-1].strip() == f"python main.py --model {tiny_run} --source {tiny_demo / 'test'}"

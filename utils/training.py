@@ -132,6 +132,29 @@ def resolve_data_root(config: TrainConfig) -> Path:
     return ensure_demo_set(DEMO_DATA_ROOT)
 
 
+def next_steps(run_dir: Path, config: TrainConfig) -> list[str]:
+    """What train.py prints after training: on the demo set, the test AUROC the run reached (its test split is
+    generated, never tuned on); then the commands to try next on the run."""
+    from utils.evaluation import evaluate
+
+    root = resolve_data_root(config)
+    layout = data_module.find_layout(root)
+    lines = []
+    if config.data is None and layout.test_items:
+        metrics = evaluate(run_dir, root, decision="calibrated").evaluations["calibrated"].metrics
+        lines.append(f"demo test set: image AUROC {metrics['image_auroc']:.3f}, pixel AUROC "
+                     f"{metrics['pixel_auroc']:.3f}; at the calibrated threshold TPR {metrics['tpr']:.2f}, "
+                     f"TNR {metrics['tnr']:.2f} (details in {run_dir / 'results'})")
+    lines.append("next:")
+    defective = [item.path for item in layout.test_items if item.is_defective]
+    if defective:
+        lines.append(f"  python test.py --model {run_dir} --image {defective[0]}")
+        lines.append(f"  python IoU_test.py --model {run_dir} --data {root}")
+    source = root / "test" if layout.test_items else root
+    lines.append(f"  python main.py --model {run_dir} --source {source}")
+    return lines
+
+
 def training_callbacks(run_dir: Path, config: TrainConfig, *, keep_checkpoint: bool = True,
                        run_config: dict | None = None) -> list:
     """Record history (and config.json's epochs_run) every epoch, checkpoint every epoch (resumable), stop early on
