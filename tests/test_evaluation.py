@@ -106,6 +106,12 @@ def test_metrics_json_agrees_with_a_recomputation_from_per_image_csv(calibrated_
         subset = [row for row in rows if row["defect"] == defect]
         assert entry["count"] == len(subset)
         assert entry["detected"] == sum(row["verdict"] == "NOK" for row in subset)
+        if defect == "good":
+            assert entry["image_auroc"] is None
+        else:  # this defect type against the good images
+            against_good = [row for row in rows if row["defect"] in ("good", defect)]
+            assert entry["image_auroc"] == pytest.approx(roc_auc_score(
+                [row["defect"] == defect for row in against_good], [float(row["score"]) for row in against_good]))
 
 
 def test_decision_both_writes_each_rule_side_by_side(calibrated_results, tiny_run, tiny_demo):

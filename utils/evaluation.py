@@ -180,11 +180,17 @@ def mean_of(rows: list[dict], key: str) -> float | None:
 
 
 def per_defect_table(rows: list[dict]) -> dict[str, dict]:
-    """Per defect type (including "good"): images, how many were flagged NOK, and the mean IoUs."""
+    """Per defect type (including "good"): images, how many were flagged NOK, the image AUROC of that type
+    against the good images (None for "good" itself, or without good images), and the mean IoUs."""
     table = {}
+    good = [row for row in rows if row["label"] == "OK"]
     for defect in sorted({row["defect"] for row in rows}):
         subset = [row for row in rows if row["defect"] == defect]
+        against_good = good + subset if subset and subset[0]["label"] != "OK" else []
         table[defect] = {"count": len(subset), "detected": sum(row["verdict"] == "NOK" for row in subset),
+                         "image_auroc": (metrics_module.image_auroc([row["label"] for row in against_good],
+                                                                    [row["score"] for row in against_good])
+                                         if against_good else None),
                          "iou_bbox_mean": mean_of(subset, "iou_bbox"),
                          "iou_bbox_regions_mean": mean_of(subset, "iou_bbox_regions"),
                          "iou_mask_mean": mean_of(subset, "iou_mask")}
@@ -311,11 +317,11 @@ def summary_table(evaluations: dict[str, "Evaluation"]) -> list[str]:
 
 def per_defect_lines(evaluation: "Evaluation") -> list[str]:
     lines = [f"per defect type, {evaluation.decision} rule:",
-             f"  {'defect':<18}{'images':>7}{'NOK':>6}{'box IoU':>9}{'regions':>9}{'mask IoU':>9}"]
+             f"  {'defect':<18}{'images':>7}{'NOK':>6}{'AUROC':>9}{'box IoU':>9}{'regions':>9}{'mask IoU':>9}"]
     for defect, entry in evaluation.metrics["per_defect"].items():
         lines.append(f"  {defect:<18}{entry['count']:>7}{entry['detected']:>6}"
-                     + "".join(f"{formatted(entry[key]):>9}"
-                               for key in ("iou_bbox_mean", "iou_bbox_regions_mean", "iou_mask_mean")))
+                     + "".join(f"{formatted(entry[key]):>9}" for key in
+                               ("image_auroc", "iou_bbox_mean", "iou_bbox_regions_mean", "iou_mask_mean")))
     return lines
 
 
