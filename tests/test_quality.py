@@ -3,7 +3,8 @@
 The set is brushed metal sheets at 64 px (no pose to learn, so a short run can learn the surface): good sheets
 for training, and test sheets with one of the demo set's painted defects (scratch, dent, rust, crack; exact
 masks). The recipe never sees these defects: it trains on its own synthetic damage. A model that learnt nothing
-scores image AUROC 0.5 here; the recipe measured 0.97 with 30 epochs (the seed recipe 0.57).
+scores image AUROC 0.5 here; on a first version of this set the recipe measured 0.97 with 30 epochs (the
+seed recipe 0.57; benchmarks/README.md, section 14).
 """
 from __future__ import annotations
 

@@ -160,6 +160,7 @@ def test_a_named_recipe_presets_options_that_flags_still_override():
     args = train.parse_args(["--recipe", "restore-segment", "--loss", "ssim"])
     config = make_config(None, given_options(args))
     assert (config.recipe, config.head, config.synthetic_defects, config.loss) == ("restore-segment", True, True, "ssim")
+    assert config.painter == "textured"
     assert command_line(config) == "python train.py --recipe restore-segment --loss ssim"
     assert make_config(None, {}).head is False  # the default recipe is the original method
 

@@ -24,7 +24,8 @@ NOT_A_FLAG = "not_a_flag"  # metadata marker: set in a recipe file or from Pytho
 # Named recipes: presets of options, applied under a --config file and the flags (which override them).
 RECIPES: dict[str, dict] = {
     "seed": {},  # the original method: a plain CAE, SSIM loss, 1 − SSIM map, photos stretched
-    "restore-segment": {"head": True, "synthetic_defects": True, "loss": "ssim_l1"},  # after DRAEM
+    # after DRAEM; the textured painter: higher pixel AUROC and AUPRO on Magnetic Tile in two seeds
+    "restore-segment": {"head": True, "synthetic_defects": True, "loss": "ssim_l1", "painter": "textured"},
 }
 
 
@@ -41,7 +42,8 @@ class TrainConfig:
     data: str | None = option(None, "dataset root: MVTec AD layout (train/good, test/<defect>, ground_truth/) or "
                               "a plain folder of defect-free images; default: the built-in demo set", metavar="DIR")
     recipe: str = option("seed", "a named preset of the options below, which still override it: seed (the "
-                         "original method) or restore-segment (--head --synthetic-defects --loss ssim_l1)",
+                         "original method) or restore-segment (--head --synthetic-defects --loss ssim_l1 "
+                         "--painter textured)",
                          choices="recipes")
     model: str = option("myCAE", "architecture", choices="models")
     epochs: int = option(100, "maximum epochs; early stopping on validation loss usually ends sooner")
