@@ -24,7 +24,8 @@ import zlib
 from pathlib import Path
 
 from utils.journal import Journal
-from utils.line import DEFAULT_SHIFTS, IMAGE_CHOICES, ShiftSchedule, default_journal_path, run_line
+from utils.line import (DEFAULT_MAX_BATCH_DELAY_S, DEFAULT_SHIFTS, IMAGE_CHOICES, ShiftSchedule,
+                        default_journal_path, run_line)
 from utils.mqtt import DEFAULT_TOPIC_PREFIX, BrokerRejectedError, MqttSettings, check_broker
 from utils.run import CONFIG_FILE, DEFAULT_RUNS_DIR, ENCODER_FILE, MODEL_FILE, read_json, resolve_run
 
@@ -58,6 +59,25 @@ def non_negative_seconds(text: str) -> float:
     value = _seconds(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0; got {text!r}")
+    return value
+
+
+def non_negative_milliseconds(text: str) -> float:
+    """--max-batch-delay-ms, checked while parsing: a finite number of milliseconds >= 0."""
+    value = _seconds(text)
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a number of milliseconds >= 0; got {text!r}")
+    return value
+
+
+def positive_integer(text: str) -> int:
+    """--max-batch, checked while parsing: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1; got {text!r}")
     return value
 
 
@@ -96,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--drain-timeout", type=non_negative_seconds, default=10.0, metavar="SECONDS",
                         help="at the end, how long to wait for the broker to acknowledge pending results; what is "
                              "left is delivered by the next run with the same journal (default: 10)")
+    parser.add_argument("--max-batch-delay-ms", type=non_negative_milliseconds,
+                        default=DEFAULT_MAX_BATCH_DELAY_S * 1000.0, metavar="MS",
+                        help="parts that arrive together are inspected in one batch; none waits longer than this "
+                             "for others to join it; 0: batch only parts already waiting (default: %(default)g)")
+    parser.add_argument("--max-batch", type=positive_integer, metavar="N",
+                        help="at most N parts per batch, also the model's batch size (default: the Inspector's, 8)")
     mqtt = parser.add_argument_group("MQTT (results are published only with --mqtt-host)")
     mqtt.add_argument("--mqtt-host", help="broker host name or address")
     mqtt.add_argument("--mqtt-port", type=int, help="broker port (default: 1883, or 8883 with --tls)")
@@ -221,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_line(source=arguments.source, model=str(run_folder), mqtt=settings, images=arguments.images,
                         journal=journal, shifts=arguments.shifts, decision=arguments.decision,
                         stats_window_s=arguments.stats_window, drain_timeout_s=arguments.drain_timeout,
-                        runtime=arguments.runtime)
+                        runtime=arguments.runtime, max_batch=arguments.max_batch,
+                        max_batch_delay_ms=arguments.max_batch_delay_ms)
     except UserError as error:
         return fail(str(error))
     except BrokerRejectedError as error:  # while running: the part that met it is journaled too

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import queue
 import shutil
 import signal
 import subprocess
@@ -21,8 +22,8 @@ import pytest
 from tests.line_fixtures import (WAIT_S, broker, main_py_command, read_journal, start_main_py,  # noqa: F401
                                  subscriber_factory, wait_until)
 from utils.journal import Journal
-from utils.line import (InspectionLine, LineStats, ShiftSchedule, error_record, inspected_sources, iso_utc,
-                        result_record)
+from utils.line import (Arrived, InspectionLine, LineStats, PartBatcher, ShiftSchedule, SourceEnded, error_record,
+                        inspected_sources, iso_utc, result_record)
 from utils.plots import png_bytes, result_pictures
 from utils.sources import SourceError, SourceItem
 
@@ -135,6 +136,127 @@ def test_line_counts_journals_and_resets_at_shift_boundaries(inspector, demo_tes
     assert final["total"] == 1 and final["errors"] == 0 and final["since"] == iso_utc(at(14, 0))
     lines = output.getvalue().splitlines()
     assert sum(text.startswith("seq=") for text in lines) == 4 and "ERROR source=b.png" in lines[1]
+
+
+# ---------------------------------------------------------------- batching parts that arrive together
+
+
+class ScriptedArrivals:
+    """A `receive` for PartBatcher on a fake timer: events arrive at scripted times, and waiting for one only
+    advances the timer (by the timeout when nothing comes in time), so deadlines are checked without waiting."""
+
+    def __init__(self, script: list[tuple[float, object]]) -> None:
+        self.script, self.now, self.timeouts = list(script), 0.0, []
+
+    def timer(self) -> float:
+        return self.now
+
+    def receive(self, timeout: float | None):
+        self.timeouts.append(timeout)
+        if not self.script:
+            return SourceEnded()
+        arrives_at, event = self.script[0]
+        if timeout is not None and arrives_at > self.now + timeout:
+            self.now += timeout
+            raise queue.Empty
+        self.script.pop(0)
+        self.now = max(self.now, arrives_at)
+        return Arrived(event, arrives_at, at(6, 0))
+
+
+def item(name: str) -> SourceItem:
+    return SourceItem(name, np.zeros((4, 4), np.uint8))
+
+
+def sources_of(batch: list[Arrived]) -> list[str | None]:
+    return [arrived.event.id if arrived.event is not None else None for arrived in batch]
+
+
+def test_batcher_takes_what_arrives_within_the_delay_up_to_max_batch_and_errors_do_not_count():
+    arrivals = ScriptedArrivals([(0.000, item("a")), (0.005, SourceError("b", "corrupt")), (0.010, item("c")),
+                                 (0.015, item("d")), (0.016, item("e")), (0.050, item("f"))])
+    batcher = PartBatcher(max_batch=3, max_delay_s=0.020, timer=arrivals.timer)
+    first, ended = batcher.gather(arrivals.receive)
+    assert sources_of(first) == ["a", "b", "c", "d"] and ended is None  # full at 3 parts; b is an error
+    second, _ = batcher.gather(arrivals.receive)
+    assert sources_of(second) == ["e"]  # f comes 34 ms after e: e waited its 20 ms, then went alone
+    assert arrivals.now == pytest.approx(0.036)
+    third, ended = batcher.gather(arrivals.receive)
+    assert sources_of(third) == ["f"] and ended == SourceEnded()  # the source's end closes the batch at once
+
+
+def test_batcher_sends_a_part_that_waited_behind_a_busy_model_without_a_further_wait():
+    arrivals = ScriptedArrivals([(0.0, item("a")), (0.001, item("b")), (0.5, item("c"))])
+    arrivals.now = 0.3  # the model was busy: a and b have waited 300 ms already
+    batch, _ = PartBatcher(max_batch=8, max_delay_s=0.020, timer=arrivals.timer).gather(arrivals.receive)
+    assert sources_of(batch) == ["a", "b"] and arrivals.timeouts == [None, 0.0, 0.0]
+    assert arrivals.now == 0.3  # c, not yet arrived, was not waited for
+
+
+def test_an_idle_tick_ends_a_batch_and_bad_settings_are_refused():
+    arrivals = ScriptedArrivals([(0.0, item("a")), (0.001, None), (0.002, item("b"))])
+    batcher = PartBatcher(max_batch=8, max_delay_s=1.0, timer=arrivals.timer)
+    assert sources_of(batcher.gather(arrivals.receive)[0]) == ["a", None]
+    assert sources_of(batcher.gather(arrivals.receive)[0]) == ["b"]
+    with pytest.raises(ValueError, match="max batch must be an integer >= 1; got 0"):
+        PartBatcher(max_batch=0, max_delay_s=0.02)
+    with pytest.raises(ValueError, match="max batch delay must be a finite number of seconds >= 0"):
+        PartBatcher(max_batch=2, max_delay_s=float("nan"))
+
+
+class RecordingInspector:
+    """The real Inspector, with the batches the line gave it recorded; a part whose id is in `poison` makes the
+    whole batch fail, as a part the model cannot take would."""
+
+    def __init__(self, inspector, poison: set[int] = frozenset()) -> None:
+        self.inner, self.poison, self.batches = inspector, poison, []
+        self.model_name, self.batch_size = inspector.model_name, inspector.batch_size
+
+    def inspect(self, images):
+        self.batches.append(len(images))
+        if any(id(image) in self.poison for image in images):
+            raise ValueError("the model cannot take this part")
+        return self.inner.inspect(images)
+
+
+def test_parts_that_arrive_together_are_inspected_in_batches_and_reported_in_arrival_order(
+        inspector, demo_test_images, tmp_path):
+    images = [cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) for path in demo_test_images[:6]]
+    events = [SourceItem(f"{index}.png", image) for index, image in enumerate(images)]
+    events.insert(2, SourceError("bad.png", "corrupt"))
+    poisoned = images[4].copy()
+    events[5] = SourceItem("4.png", poisoned)  # fails its batch; only it may become an error record
+    recording = RecordingInspector(inspector, poison={id(poisoned)})
+    journal = Journal(tmp_path / "line.jsonl")
+    line = InspectionLine(inspector=recording, journal=journal, output=io.StringIO(), max_batch=3,
+                          max_batch_delay_s=60.0)  # batches close when full or when the source ends
+    final = line.run(iter(events), threading.Event())
+    journal.close()
+
+    records = read_journal(tmp_path / "line.jsonl")
+    assert [(record["type"], record["source"]) for record in records] == [
+        ("result", "0.png"), ("result", "1.png"), ("error", "bad.png"), ("result", "2.png"),
+        ("result", "3.png"), ("error", "4.png"), ("result", "5.png")]
+    assert [record["seq"] for record in records] == list(range(1, 8))
+    assert "inspection failed: the model cannot take this part" in records[5]["error"]
+    assert recording.batches == [3, 3, 1, 1, 1]  # 0-2, then 3-5 failed, then each of them alone
+    assert (final["total"], final["errors"]) == (5, 2)
+    direct = inspector.inspect([images[5]])[0]
+    assert records[6]["score"] == pytest.approx(direct.score, rel=1e-5)  # a batch decides as one part alone
+
+
+def test_main_py_checks_its_batching_flags_while_parsing(capsys):
+    import main
+
+    parser = main.build_parser()
+    arguments = parser.parse_args(["--source", "parts", "--max-batch", "4", "--max-batch-delay-ms", "0"])
+    assert (arguments.max_batch, arguments.max_batch_delay_ms) == (4, 0.0)
+    assert parser.parse_args(["--source", "parts"]).max_batch_delay_ms == 20.0
+    for flag, value, message in [("--max-batch", "0", "must be an integer >= 1; got '0'"),
+                                 ("--max-batch-delay-ms", "-5", "must be a number of milliseconds >= 0")]:
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--source", "parts", flag, value])
+        assert message in capsys.readouterr().err
 
 
 def test_inspected_sources_are_the_results_and_errors_a_real_journal_holds(tmp_path):
