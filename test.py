@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
 from utils.run import DEFAULT_RUNS_DIR, check_writable_folder, safe_name
+from utils.tensorflow_startup import import_tensorflow
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -85,9 +85,9 @@ def save_pictures(result, inspector, image_path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = parse_args(argv)
+    import_tensorflow()  # quietly, before any module imports it
     try:
         result, inspector, image_path = inspect_image(args)
         print(f"{result.verdict}  score {result.score:.4f}  threshold {result.threshold:.4f}  "

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
+from utils.tensorflow_startup import import_tensorflow
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,10 +66,10 @@ def run_optuna(args: argparse.Namespace, config):
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    import_tensorflow()  # quietly, before any module imports it
     from utils import training
     from utils.config import given_options, make_config
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
+from utils.tensorflow_startup import import_tensorflow  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -119,9 +119,8 @@ def seed_loop(autoencoder, batch) -> None:
 
 
 def main() -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = parse_args()
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     from utils.inspector import Inspector
 

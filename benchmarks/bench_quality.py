@@ -22,7 +22,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -158,9 +157,11 @@ def run_benchmark(args: argparse.Namespace, config) -> tuple[list[dict], list[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = parse_args(argv)
+    from utils.tensorflow_startup import import_tensorflow
+
+    import_tensorflow()
     from utils.evaluation import dataset_name
     from utils.run import write_json
 

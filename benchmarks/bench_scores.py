@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -60,8 +59,10 @@ def scores_of(inspector, images: list, *, min_area: int) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = parse_args(argv)
+    from utils.tensorflow_startup import import_tensorflow
+
+    import_tensorflow()
     from utils.data import decode_image, find_test_items
     from utils.evaluation import dataset_name, synthetic_pairs
     from utils.inspector import Inspector

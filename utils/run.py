@@ -212,6 +212,9 @@ def _read_run_json(path: Path, advice: str) -> dict:
 def _load_keras_file(path: Path):
     """keras.models.load_model(path, compile=False), with a damaged file named as damaged (Keras says "File not
     found" for a truncated .keras file, which is a zip archive)."""
+    from utils.tensorflow_startup import import_tensorflow
+
+    import_tensorflow()  # quietly, before Keras imports it
     import keras
 
     advice = "retrain the run with `python train.py`, or restore the file from a backup"
