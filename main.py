@@ -255,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"{error}; every journaled result stays in {journal} for the next run")
     except OSError as error:  # e.g. the disk filled up under the journal
         return fail(f"the line stopped: {error}; every journaled result stays in {journal} for the next run")
-    except ValueError as error:  # an option only the line can check, e.g. a --source that names nothing
-        parser.error(str(error))
+    except ValueError as error:  # e.g. a --source that names nothing, a model file Keras cannot load
+        return fail(str(error))
 
 
 if __name__ == "__main__":

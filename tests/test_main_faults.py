@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -138,11 +139,19 @@ def test_a_missing_run_folder_is_one_error_line(parts, tmp_path):
     ("model.keras", lambda path: path.write_bytes(path.read_bytes()[: path.stat().st_size // 2]), "is damaged"),
     ("model.keras", lambda path: path.write_bytes(b"not a zip archive at all"), "is damaged"),
     ("config.json", lambda path: path.write_text('{"model": '), "cannot be read"),
+    ("model.keras", lambda path: write_zip(path, {"config.json": "not JSON"}), "cannot be loaded"),
 ])
 def test_a_damaged_run_folder_is_one_error_line(run_copy, parts, tmp_path, name, damage, expected):
     damage(run_copy / name)
     completed = run_main("--model", str(run_copy), "--source", str(parts), "--journal", str(tmp_path / "j.jsonl"))
-    assert_one_line_error(completed, f"{run_copy / name} {expected}", "--model")
+    assert_one_line_error(completed, str(run_copy / name), expected)
+
+
+def write_zip(path: Path, members: dict[str, str]) -> None:
+    """A sound zip archive holding `members`: what a .keras file looks like to a check of the archive alone."""
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, text in members.items():
+            archive.writestr(name, text)
 
 
 # ---------------------------------------------------------------- brokers that say no, or are away
