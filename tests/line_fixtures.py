@@ -241,16 +241,20 @@ def write_password_file(path: Path, user: str, password: str) -> Path:
 
 
 def make_tls_files(folder: Path) -> dict[str, Path]:
-    """A throw-away CA, a broker certificate it signed for 127.0.0.1, and an unrelated CA, made with `openssl`.
+    """A throw-away CA, a broker certificate it signed for 127.0.0.1, and an unrelated CA, made with `openssl`;
+    also client certificates for a line: one the CA signed, one the other CA signed.
 
-    Keys: ca, server_cert, server_key, other_ca. Skips the test where the openssl command is missing.
+    Keys: ca, server_cert, server_key, other_ca, client_cert, client_key, stranger_cert, stranger_key. Skips the
+    test where the openssl command is missing.
     """
     binary = shutil.which("openssl")
     if binary is None:
         pytest.skip("the openssl command line tool is not installed: cannot make test certificates")
     folder.mkdir(parents=True, exist_ok=True)
     files = {name: folder / f"{name}.pem" for name in ("ca", "ca_key", "server_cert", "server_key",
-                                                        "server_request", "other_ca", "other_ca_key")}
+                                                        "server_request", "other_ca", "other_ca_key",
+                                                        "client_cert", "client_key", "stranger_cert",
+                                                        "stranger_key")}
     (folder / "server.ext").write_text("subjectAltName=IP:127.0.0.1\n")
 
     def openssl(*arguments: str) -> None:
@@ -264,13 +268,21 @@ def make_tls_files(folder: Path) -> dict[str, Path]:
     openssl("x509", "-req", "-days", "2", "-in", str(files["server_request"]), "-CA", str(files["ca"]),
             "-CAkey", str(files["ca_key"]), "-CAcreateserial", "-extfile", str(folder / "server.ext"),
             "-out", str(files["server_cert"]))
-    return {name: files[name] for name in ("ca", "server_cert", "server_key", "other_ca")}
+    for cert, key, ca in (("client_cert", "client_key", "ca"), ("stranger_cert", "stranger_key", "other_ca")):
+        request = folder / f"{cert}.csr"
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=line1", "-keyout", str(files[key]),
+                "-out", str(request))
+        openssl("x509", "-req", "-days", "2", "-in", str(request), "-CA", str(files[ca]), "-CAkey",
+                str(files[f"{ca}_key"]), "-CAcreateserial", "-out", str(files[cert]))
+    return {name: files[name] for name in ("ca", "server_cert", "server_key", "other_ca", "client_cert",
+                                           "client_key", "stranger_cert", "stranger_key")}
 
 
 def configure_broker(broker: Broker, *, password_file: Path | None = None, tls: dict[str, Path] | None = None,
-                     anonymous_port: int | None = None) -> None:
+                     anonymous_port: int | None = None, require_certificate: bool = False) -> None:
     """Rewrite a (stopped) Broker's config: its port asks for a password (`password_file`) and/or speaks TLS
-    (`tls` from make_tls_files); `anonymous_port` adds a plain listener without a password, e.g. for a Subscriber.
+    (`tls` from make_tls_files), with `require_certificate` only to clients with a certificate its CA signed;
+    `anonymous_port` adds a plain listener without a password, e.g. for a Subscriber.
     Takes effect at the next broker.start()."""
     main_listener = [f"listener {broker.port} 127.0.0.1",
                      "allow_anonymous false" if password_file else "allow_anonymous true"]
@@ -278,6 +290,8 @@ def configure_broker(broker: Broker, *, password_file: Path | None = None, tls: 
         main_listener.append(f"password_file {password_file}")
     if tls:
         main_listener += [f"cafile {tls['ca']}", f"certfile {tls['server_cert']}", f"keyfile {tls['server_key']}"]
+        if require_certificate:
+            main_listener.append("require_certificate true")
     lines = ["per_listener_settings true", *main_listener]
     if anonymous_port is not None:
         lines += [f"listener {anonymous_port} 127.0.0.1", "allow_anonymous true"]

@@ -187,6 +187,19 @@ def test_a_broker_certificate_that_does_not_verify_ends_main_py_with_one_error_l
     assert_one_line_error(completed, f"127.0.0.1:{tls_broker.port}", "certificate", "--ca")
 
 
+def test_a_client_certificate_the_broker_refuses_ends_main_py_with_one_error_line(tiny_run, parts, tmp_path):
+    """With TLS 1.3 the refusal comes after the handshake and looked like a connection merely closed: retried."""
+    tls = make_tls_files(tmp_path / "tls")
+    tls_broker = start_secured_broker(tmp_path / "tls_broker", tls=tls, require_certificate=True)
+    try:
+        completed = run_main("--model", str(tiny_run), "--source", str(parts), *mqtt_flags(tls_broker.port),
+                             "--tls", "--ca", str(tls["ca"]), "--cert", str(tls["stranger_cert"]),
+                             "--key", str(tls["stranger_key"]), "--journal", str(tmp_path / "line.jsonl"))
+    finally:
+        tls_broker.stop()
+    assert_one_line_error(completed, f"127.0.0.1:{tls_broker.port}", "client certificate", "--cert")
+
+
 def test_credentials_rejected_mid_run_end_the_run_with_status_2_and_a_journaled_part_stays(
         broker, tiny_run, demo_test_images, tmp_path):
     """The run ends at the latest with the next part, which is journaled first (at once if utils/line.py hands

@@ -12,6 +12,7 @@ import logging
 import subprocess
 import sys
 import threading
+from functools import partial
 
 import pytest
 
@@ -398,6 +399,20 @@ def test_a_broker_certificate_from_another_ca_stops_the_publisher(tls_broker, tm
     journal.close()
     with pytest.raises(BrokerRejectedError, match="certificate"):
         check_broker(MqttSettings("127.0.0.1", broker.port, tls=True, ca=tls["other_ca"]))
+
+
+def test_a_broker_that_requires_a_client_certificate_takes_only_one_its_ca_signed(tmp_path):
+    tls = make_tls_files(tmp_path / "tls")
+    secured = start_secured_broker(tmp_path / "broker", tls=tls, require_certificate=True)
+    try:
+        settings = partial(MqttSettings, "127.0.0.1", secured.port, tls=True, ca=tls["ca"])
+        assert check_broker(settings(cert=tls["client_cert"], key=tls["client_key"])) is None
+        for refused, alert in [({}, "certificate required"),
+                               ({"cert": tls["stranger_cert"], "key": tls["stranger_key"]}, "unknown ca")]:
+            with pytest.raises(BrokerRejectedError, match=f"client certificate \\({alert}\\).*--cert and --key"):
+                check_broker(settings(**refused))
+    finally:
+        secured.stop()
 
 
 def test_tls_to_a_plain_port_and_plain_mqtt_to_a_tls_port_are_reported_with_a_hint(broker, tls_broker, tmp_path,

@@ -54,6 +54,8 @@ import base64
 import json
 import logging
 import queue
+import re
+import select
 import socket
 import ssl
 import sys
@@ -198,10 +200,38 @@ def rejection(settings: MqttSettings, why: str) -> BrokerRejectedError:
     return BrokerRejectedError(f"MQTT broker {settings.address}: {why}")
 
 
-def closed_before_answer(settings: MqttSettings, detail: str | None = None) -> str:
-    """Why, when the broker closed the connection before it answered the CONNECT."""
+# TLS alerts of a broker that will not take the line's client certificate. With TLS 1.3 they arrive after the
+# handshake, as the first read fails: the connection looks merely closed, but no retry can change the answer.
+CLIENT_CERTIFICATE_ALERT = re.compile(r"ALERT_(CERTIFICATE_REQUIRED|BAD_CERTIFICATE|UNKNOWN_CA|CERTIFICATE_UNKNOWN|"
+                                      r"CERTIFICATE_REVOKED|CERTIFICATE_EXPIRED|UNSUPPORTED_CERTIFICATE|ACCESS_DENIED)")
+
+
+def closed_before_answer(settings: MqttSettings, detail: str | None = None) -> tuple[str, bool]:
+    """(why, permanent) when the broker closed the connection before it answered the CONNECT; `detail` is the
+    socket's error, if paho logged one."""
+    alert = CLIENT_CERTIFICATE_ALERT.search(detail or "") if settings.tls else None
+    if alert:
+        return (f"it rejected the line's client certificate ({alert.group(1).lower().replace('_', ' ')}): pass "
+                "--cert and --key with a certificate that the broker's CA signed"), True
     why = "it closed the connection before answering" + (f" ({detail})" if detail else "")
-    return why if settings.tls else f"{why}: is it a TLS port? (then add --tls)"
+    return (why if settings.tls else f"{why}: is it a TLS port? (then add --tls)"), False
+
+
+def early_tls_alert(sock: Any, wait_s: float = 0.3) -> str | None:
+    """The TLS error a broker sent right after the handshake, if any (waits at most `wait_s` for its first bytes).
+
+    A TLS 1.3 broker refuses a client certificate only after the handshake; a CONNECT written to the connection
+    it then closes is answered with a reset that can discard its alert unread. Before the CONNECT an MQTT broker
+    sends only TLS records (session tickets, or that alert), so reading them here takes nothing from paho."""
+    if not isinstance(sock, ssl.SSLSocket) or not select.select([sock], [], [], wait_s)[0]:
+        return None
+    try:
+        sock.recv(1)
+    except ssl.SSLWantReadError:  # session tickets only: the broker took the certificate
+        return None
+    except (ssl.SSLError, OSError) as error:
+        return str(error)
+    return None
 
 
 def check_broker(settings: MqttSettings, *, timeout_s: float = 5.0) -> str | None:
@@ -214,7 +244,12 @@ def check_broker(settings: MqttSettings, *, timeout_s: float = 5.0) -> str | Non
     client = new_client(settings)
     client.connect_timeout = timeout_s
     answers: list[Any] = []
+    socket_errors: list[str] = []  # e.g. "failed to receive on socket: [SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] …"
     client.on_connect = lambda client, userdata, flags, reason_code, properties: answers.append(reason_code)
+    client.on_log = lambda client, userdata, level, text: (socket_errors.append(text) if level == mqtt.MQTT_LOG_ERR
+                                                            else None)
+    # The CONNECT then waits for client.loop instead of being written inside connect(): see early_tls_alert.
+    client.on_socket_register_write = lambda client, userdata, sock: None
     try:
         client.connect(settings.host, settings.port, keepalive=settings.keepalive_s)
     except OSError as error:
@@ -222,14 +257,26 @@ def check_broker(settings: MqttSettings, *, timeout_s: float = 5.0) -> str | Non
         if permanent:
             raise rejection(settings, why) from None
         return why
+    alert = early_tls_alert(client.socket()) if settings.tls else None
+    if alert:
+        client.disconnect()
+        why, permanent = closed_before_answer(settings, alert)
+        if permanent:
+            raise rejection(settings, why)
+        return why
     lost = False
     deadline = time.monotonic() + timeout_s
     while not answers and not lost and time.monotonic() < deadline:
         lost = client.loop(timeout=0.1) != mqtt.MQTT_ERR_SUCCESS
     client.disconnect()
     client.loop(timeout=0.1)  # sends the DISCONNECT and closes the socket
+    if not answers and not lost:
+        return f"no answer to the CONNECT within {timeout_s:g} s"
     if not answers:
-        return closed_before_answer(settings) if lost else f"no answer to the CONNECT within {timeout_s:g} s"
+        why, permanent = closed_before_answer(settings, socket_errors[0] if socket_errors else None)
+        if permanent:
+            raise rejection(settings, why)
+        return why
     why, permanent = connack_failure(answers[0])
     if permanent:
         raise rejection(settings, why)
@@ -393,7 +440,7 @@ class MqttPublisher:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         reporting = not self._closing.is_set() and self.permanent_error is None
         if reporting and self._awaiting_connack:
-            self._problems.problem(closed_before_answer(self.settings, self._socket_error))
+            self._failed(*closed_before_answer(self.settings, self._socket_error))
         elif reporting and self._connected.is_set():
             # MQTT 3.1.1 brokers give no reason; paho's read error, if it had one, is the best there is.
             self._problems.problem(f"connection lost ({self._socket_error or 'closed by the broker or the network'})")
