@@ -141,6 +141,49 @@ def test_history_is_written_every_epoch_and_a_rerun_epoch_replaces_its_record(tm
     assert json.loads((tmp_path / "config.json").read_text())["epochs_run"] == 3
 
 
+def test_early_stopping_after_a_resume_counts_patience_from_the_best_epoch_before_the_kill(tmp_path):
+    """Keras' EarlyStopping starts afresh at a resume: patience restarts, and the weights it restores at the end
+    are the best since the resume, though an epoch before the kill was better."""
+    import keras
+    import numpy as np
+
+    from utils.training import early_stopping, history_writer
+
+    def model_with_weight(value: float):
+        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
+        model.set_weights([np.full((1, 1), value, np.float32)])
+        return model
+
+    def epoch(callbacks, model, index: int, weight: float, val_loss: float) -> None:
+        model.set_weights([np.full((1, 1), weight, np.float32)])
+        for callback in callbacks:
+            callback.on_epoch_end(index, {"loss": val_loss, "val_loss": val_loss})
+
+    first_model = model_with_weight(0.0)
+    first = [history_writer(tmp_path), early_stopping(tmp_path, patience=3)]
+    for callback in first:
+        callback.set_model(first_model)
+        callback.on_train_begin()
+    for index, (weight, val_loss) in enumerate([(1.0, 0.8), (2.0, 0.5), (3.0, 0.6)]):
+        epoch(first, first_model, index, weight, val_loss)
+    # killed after epoch 2's checkpoint; a new process resumes at epoch 3 with epoch 2's weights
+    resumed_model = model_with_weight(3.0)
+    resumed_model._initial_epoch = 3  # what BackupAndRestore sets when it restores the checkpoint
+    resumed_model.stop_training = False  # what fit sets
+    resumed = [history_writer(tmp_path), early_stopping(tmp_path, patience=3)]
+    for callback in resumed:
+        callback.set_model(resumed_model)
+        callback.on_train_begin()
+    stopping = resumed[1]
+    assert (stopping.best, stopping.best_epoch, stopping.wait) == (0.5, 1, 1)
+    epoch(resumed, resumed_model, 3, 4.0, 0.7)
+    assert not resumed_model.stop_training
+    epoch(resumed, resumed_model, 4, 5.0, 0.7)
+    assert resumed_model.stop_training and stopping.stopped_epoch == 4  # 3 epochs after the best, epoch 1
+    stopping.on_train_end()
+    assert resumed_model.get_weights()[0][0, 0] == 2.0  # epoch 1's weights, from before the kill
+
+
 def test_history_of_a_run_killed_before_history_json_existed_is_rebuilt_from_history_csv(tmp_path):
     from utils.training import history_writer
 

@@ -30,6 +30,7 @@ from utils.config import DISTRIBUTE_CHOICES, TrainConfig, options_of_run
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
+BEST_WEIGHTS_FILE = "best_weights.npz"  # in CHECKPOINT_DIR: the best epoch's weights, for a resume
 HISTORY_FILE = "history.json"
 HISTORY_LOG = "history.csv"
 DEMO_DATA_ROOT = Path("data/demo")
@@ -167,9 +168,45 @@ def training_callbacks(run_dir: Path, config: TrainConfig, *, keep_checkpoint: b
     return [
         history_writer(run_dir, run_config),
         keras.callbacks.BackupAndRestore(str(run_dir / CHECKPOINT_DIR), delete_checkpoint=not keep_checkpoint),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
+        early_stopping(run_dir, patience=config.patience),
         keras.callbacks.CSVLogger(str(run_dir / HISTORY_LOG), append=True),
     ]
+
+
+def early_stopping(run_dir: Path, *, patience: int):
+    """Keras' EarlyStopping on val_loss, restoring the best weights, whose state survives a resume.
+
+    Keras' own forgets at a resume which epoch was best, how long ago it was and its weights: patience would
+    restart, and the weights restored at the end would be the best since the resume. This one keeps the best
+    epoch's weights in checkpoints/ and, at the start of a resumed fit, takes the best val_loss, its epoch and
+    the epochs since from the history the run recorded."""
+    import keras
+    import numpy as np
+
+    best_path = run_dir / CHECKPOINT_DIR / BEST_WEIGHTS_FILE
+
+    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            done = getattr(self.model, "_initial_epoch", None) or 0  # set by BackupAndRestore, which runs first
+            losses = recorded_history(run_dir).get(self.monitor, [])[:done]
+            finite = [(value, epoch) for epoch, value in enumerate(losses) if math.isfinite(value)]
+            if not finite or not best_path.is_file():
+                return
+            self.best, self.best_epoch = min(finite)
+            self.wait = done - 1 - self.best_epoch
+            with np.load(best_path) as saved:
+                self.best_weights = [saved[f"w{index}"] for index in range(len(saved.files))]
+
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, logs)
+            if self.best_weights is not None and self.best_epoch == epoch:  # a new best: keep it for a resume
+                best_path.parent.mkdir(parents=True, exist_ok=True)
+                temporary = best_path.with_name(best_path.name + ".tmp.npz")
+                np.savez(temporary, **{f"w{index}": array for index, array in enumerate(self.best_weights)})
+                os.replace(temporary, best_path)
+
+    return ResumableEarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
 
 
 def history_writer(run_dir: Path, run_config: dict | None = None):
