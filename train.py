@@ -68,8 +68,8 @@ def run_optuna(args: argparse.Namespace, config):
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     argv = sys.argv[1:] if argv is None else argv
+    import_tensorflow()  # quietly, before any module imports it (the model choices of --help do)
     args = parse_args(argv)
-    import_tensorflow()  # quietly, before any module imports it
     from utils import training
     from utils.config import given_options, make_config
 

@@ -158,10 +158,10 @@ def run_benchmark(args: argparse.Namespace, config) -> tuple[list[dict], list[st
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    args = parse_args(argv)
     from utils.tensorflow_startup import import_tensorflow
 
-    import_tensorflow()
+    import_tensorflow()  # quietly, before any module imports it (the model choices of --help do)
+    args = parse_args(argv)
     from utils.evaluation import dataset_name
     from utils.run import write_json
 

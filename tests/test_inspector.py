@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SIZE
+from test_tensorflow_startup import assert_quiet_start
 from test_train import load_script, run_script
 from utils import calibration
 from utils.blobs import decide
@@ -95,8 +96,7 @@ TEST_PICTURES = ["input.png", "code.png", "reconstruction.png", "residual.png", 
 def test_test_script_prints_a_verdict_and_saves_every_picture(tiny_run, tiny_demo):
     result = run_script("test.py", "--model", str(tiny_run), "--data", str(tiny_demo), "--index", "0")
     assert result.returncode == 0, result.stderr[-2000:]
-    for notice in ("absl::InitializeLog", "oneDNN custom operations", "cuda drivers", "cuInit"):
-        assert notice not in result.stderr, result.stderr[-2000:]  # TensorFlow's start-up chatter stays out
+    assert_quiet_start(result.stderr)
     first_line = result.stdout.strip().splitlines()[0]
     assert first_line.split()[0] in ("OK", "NOK") and "score" in first_line and "largest blob" in first_line
     item = find_test_items(tiny_demo)[0]

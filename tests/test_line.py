@@ -21,6 +21,7 @@ import pytest
 
 from tests.line_fixtures import (WAIT_S, broker, main_py_command, read_journal, start_main_py,  # noqa: F401
                                  subscriber_factory, wait_until)
+from tests.test_tensorflow_startup import assert_quiet_start
 from utils.journal import Journal
 from utils.line import (Arrived, InspectionLine, LineStats, PartBatcher, ShiftSchedule, SourceEnded, error_record,
                         inspected_sources, iso_utc, result_record)
@@ -344,6 +345,7 @@ def test_without_a_broker_the_line_prints_and_journals(tiny_run, parts_folder, t
                         "--journal", str(journal)),
         capture_output=True, text=True, timeout=STARTUP_S)
     assert completed.returncode == 0, completed.stderr[-3000:]
+    assert_quiet_start(completed.stderr)
     part_lines = [line for line in completed.stdout.splitlines() if line.startswith("seq=")]
     files = sorted(str(path) for path in (parts_folder / "good").glob("*.png"))
     assert [line.rsplit("source=", 1)[1] for line in part_lines if " ERROR " not in line] == \

@@ -6,6 +6,14 @@ import pytest
 
 from utils.tensorflow_startup import is_start_up_notice
 
+# What TensorFlow printed on every start of every script, GPU or not: a script's stderr must hold none of it.
+SHOWN_BEFORE = ("absl::InitializeLog", "oneDNN custom operations", "cuda drivers", "cuInit")
+
+
+def assert_quiet_start(stderr: str) -> None:
+    for notice in SHOWN_BEFORE:
+        assert notice not in stderr, stderr[-2000:]
+
 # Lines as TensorFlow 2.21 prints them on a machine without a GPU.
 NOTICES = [
     "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import PROJECT_ROOT, TINY_SIZE
+from test_tensorflow_startup import assert_quiet_start
 
 RUN_FILES = ["model.keras", "encoder.keras", "config.json", "history.json", "history.csv",
              "plots/loss.png", "plots/metric.png"]
@@ -64,6 +65,7 @@ def test_cli_trains_resumes_and_prints_the_run_folder_last(tiny_demo, tmp_path):
     first = run_script("train.py", "--data", str(tiny_demo), "--size", "64", "--epochs", "1", "--batch-size", "8",
                        "--out", str(tmp_path), "--model", "mvtecCAE", "--synthetic-defects")
     assert first.returncode == 0, first.stderr[-2000:]
+    assert_quiet_start(first.stderr)
     run_dir = Path(first.stdout.strip().splitlines()[-1])
     assert run_dir.parent == tmp_path and (run_dir / "model.keras").is_file()
     assert f"python IoU_test.py --model {run_dir} --data {tiny_demo}" in first.stdout  # what to try next
