@@ -32,6 +32,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "<defect>/ sub-folders) to tune min area and threshold for the best balanced "
                              "accuracy. Never use the images you will report results on: keep a separate "
                              "tuning set. The images used are recorded in calibration.json")
+    calibration.add_argument("--synthetic", action="store_true", help="with --calibrate: the threshold with the "
+                             "best balanced accuracy between the held-out good images and the same images with "
+                             "painted defects: no labelled defects needed; more defects found, a few more false "
+                             "alarms than the default (no held-out good image flagged)")
     search = parser.add_argument_group("hyperparameter search (Optuna; tunes myCAE into myCAE_optuna)")
     search.add_argument("--optuna", type=int, metavar="N", help="run an Optuna study until it holds N finished "
                         "trials, then retrain the best as a run folder; the search picks the architecture, --loss, "
@@ -85,11 +89,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.calibrate:
             from utils.calibration import calibrate
 
-            result = calibrate(args.calibrate, min_area=args.min_area, finetune_dir=args.finetune)
+            result = calibrate(args.calibrate, min_area=args.min_area, finetune_dir=args.finetune,
+                               synthetic=args.synthetic)
             print(f"threshold {result['threshold']:.5f}, min area {result['min_area']} px ({result['method']})")
             run_dir = args.calibrate
-        elif args.finetune:
-            raise ValueError("--finetune goes with --calibrate RUN (calibrate a trained run on labelled images)")
+        elif args.finetune or args.synthetic:
+            raise ValueError("--finetune and --synthetic go with --calibrate RUN (recalibrate a trained run)")
         elif args.optuna is None and (args.study or args.storage or args.tuning_data or args.objective != "val_loss"):
             raise ValueError("--study, --storage, --objective and --tuning-data go with --optuna N")
         elif args.optuna is not None and args.resume:

@@ -49,6 +49,37 @@ def test_finetune_finds_the_area_that_separates_constructed_maps():
     assert 9 < best["min_area"] <= 36 and 0.0 < best["threshold"] <= 0.6
 
 
+def test_synthetic_calibration_takes_the_best_balanced_threshold_on_painted_held_out_images(tiny_run, tmp_path):
+    from utils.blobs import blob_score
+    from utils.evaluation import synthetic_pairs
+    from utils.inspector import Inspector
+
+    run_copy = Path(shutil.copytree(tiny_run, tmp_path / tiny_run.name))
+    result = run_script("train.py", "--calibrate", str(run_copy), "--synthetic")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "(synthetic)" in result.stdout
+    saved = json.loads((run_copy / "calibration.json").read_text())
+    validation_threshold = saved["validation_max_score"] + 1e-6  # the default rule, at the same min area
+    inspector = Inspector.from_run(run_copy)
+    assert saved["method"] == "synthetic" and inspector.run.calibration["threshold"] == saved["threshold"]
+    scores, labels = [], []
+    for seed in calibration.SYNTHETIC_SEEDS:
+        images, painted = synthetic_pairs(inspector, seed=seed)
+        scores += [blob_score(anomaly_map, saved["min_area"]) for anomaly_map in inspector.maps_for(images)[2]]
+        labels += painted
+    scores, labels = np.array(scores), np.array(labels)
+    assert saved["synthetic_images"] == len(scores) == 2 * len(saved["validation_images"]) * 3
+
+    def balanced(threshold: float) -> float:
+        flagged = scores >= threshold
+        return 0.5 * ((flagged & labels).mean() / labels.mean() + (~flagged & ~labels).mean() / (~labels).mean())
+
+    assert saved["synthetic_balanced_accuracy"] == pytest.approx(balanced(saved["threshold"]))
+    assert balanced(saved["threshold"]) >= max(balanced(validation_threshold), *map(balanced, scores)) - 1e-9
+    refused = run_script("train.py", "--calibrate", str(run_copy), "--synthetic", "--finetune", str(tmp_path))
+    assert refused.returncode == 2 and "choose one of --finetune DIR and --synthetic" in refused.stderr
+
+
 def test_calibration_json_and_no_validation_image_flagged(tiny_run, inspector):
     saved = json.loads((tiny_run / "calibration.json").read_text())
     assert saved["method"] == "validation" and saved["min_area"] == calibration.default_min_area(TINY_SIZE)
