@@ -9,11 +9,13 @@ images of --data (default: the built-in demo set, generated on first use), then 
 its test/ images, exactly as IoU_test.py would. One row per model: image AUROC, pixel AUROC, AUPRO, box IoU
 (largest blob), balanced accuracy, TPR and TNR at the calibrated threshold, training time (training +
 calibration, wall clock on this machine), and the synthetic AUROC (utils.evaluation.synthetic_check: the run's
-held-out good images, clean and with a painted defect), the signal to rank recipes by without the test split.
+held-out good images, clean and with a painted defect), the signal to rank recipes by without the test split;
+then TPR and TNR at the threshold `train.py --calibrate RUN --synthetic` would choose.
 
 Rows go to benchmarks/results/quality_<dataset>.json (or --out): a list of objects with keys model, recipe, size,
-epochs, image_auroc, pixel_auroc, aupro, iou_bbox_mean, balanced_accuracy, train_seconds and command (the
-command that reproduces the row). Rows already in the file for another model or recipe are kept, so models can
+epochs, image_auroc, pixel_auroc, aupro, iou_bbox_mean, balanced_accuracy, tpr, tnr, synthetic_auroc,
+tpr_synthetic_threshold, tnr_synthetic_threshold, train_seconds and command (the command that reproduces the
+row). Rows already in the file for another model or recipe are kept, so models can
 be benchmarked one at a time. Run folders go to a temporary folder deleted at the end, unless --runs-dir is given.
 """
 from __future__ import annotations
@@ -35,10 +37,12 @@ if str(PROJECT_ROOT) not in sys.path:
 log = logging.getLogger("bench_quality")
 
 ROW_KEYS = ("model", "recipe", "size", "epochs", "image_auroc", "pixel_auroc", "aupro", "iou_bbox_mean",
-            "balanced_accuracy", "tpr", "tnr", "synthetic_auroc", "train_seconds", "command")
+            "balanced_accuracy", "tpr", "tnr", "synthetic_auroc", "tpr_synthetic_threshold",
+            "tnr_synthetic_threshold", "train_seconds", "command")
 TABLE_COLUMNS = (("image AUROC", "image_auroc"), ("pixel AUROC", "pixel_auroc"), ("AUPRO", "aupro"),
                  ("box IoU", "iou_bbox_mean"), ("bal. acc.", "balanced_accuracy"), ("TPR", "tpr"), ("TNR", "tnr"),
-                 ("synth. AUROC", "synthetic_auroc"), ("train s", "train_seconds"))
+                 ("synth. AUROC", "synthetic_auroc"), ("TPR synth.", "tpr_synthetic_threshold"),
+                 ("TNR synth.", "tnr_synthetic_threshold"), ("train s", "train_seconds"))
 
 
 BENCH_DEFAULTS = {"size": 128, "epochs": 30}  # smaller than train.py's: seven models must fit in an afternoon
@@ -108,12 +112,29 @@ def benchmark_model(config, model: str, runs_dir: Path) -> dict:
     train_seconds = time.perf_counter() - started
     synthetic = synthetic_check(run_dir, seed=config.seed, batch_size=config.batch_size)  # the tuning signal
     report = evaluate(run_dir, config.data, decision="calibrated", batch_size=config.batch_size)
-    metrics = {**report.evaluations["calibrated"].metrics, **synthetic}
+    per_image = report.evaluations["calibrated"].rows
+    metrics = {**report.evaluations["calibrated"].metrics, **synthetic,
+               **rates_at_synthetic_threshold(run_dir, per_image, batch_size=config.batch_size)}
     row = {"model": model, "recipe": recipe_of(config), "size": config.size, "epochs": config.epochs,
            **{key: metrics[key] for key in ("image_auroc", "pixel_auroc", "aupro", "iou_bbox_mean",
-                                            "balanced_accuracy", "tpr", "tnr", "synthetic_auroc")},
+                                            "balanced_accuracy", "tpr", "tnr", "synthetic_auroc",
+                                            "tpr_synthetic_threshold", "tnr_synthetic_threshold")},
            "train_seconds": round(train_seconds, 1), "command": reproducing_command(config, model)}
     return {key: row[key] for key in ROW_KEYS}
+
+
+def rates_at_synthetic_threshold(run_dir: Path, per_image: list[dict], *, batch_size: int) -> dict:
+    """TPR and TNR on the test split at the threshold `train.py --calibrate RUN --synthetic` would choose
+    (utils.calibration.synthetic_on), from the evaluation's own per-image scores; the run is left as it is."""
+    from utils.calibration import synthetic_on
+    from utils.inspector import Inspector
+
+    inspector = Inspector.from_run(run_dir, batch_size=batch_size)
+    threshold = synthetic_on(inspector, int(inspector.run.calibration["min_area"]))["threshold"]
+    found = [row["score"] >= threshold for row in per_image if row["label"] == "NOK"]
+    passed = [row["score"] < threshold for row in per_image if row["label"] == "OK"]
+    return {"tpr_synthetic_threshold": sum(found) / len(found) if found else None,
+            "tnr_synthetic_threshold": sum(passed) / len(passed) if passed else None}
 
 
 def merged_rows(path: Path, new_rows: list[dict]) -> list[dict]:
