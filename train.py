@@ -25,17 +25,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint with its own "
                         "options; --epochs, if given, sets the new total")
     calibration = parser.add_argument_group("calibration (runs automatically after training)")
-    calibration.add_argument("--calibrate", metavar="RUN", help="redo RUN's calibration without training")
+    calibration.add_argument("--calibrate", metavar="RUN", help="redo RUN's calibration without training (by its "
+                             "own --threshold-from, unless given)")
     calibration.add_argument("--min-area", type=int, help="minimum defect blob area in pixels at model size "
                              f"(default: {SEED_MIN_AREA} px at 256², scaled with the image area)")
     calibration.add_argument("--finetune", metavar="DIR", help="with --calibrate: labelled images (good/ and "
                              "<defect>/ sub-folders) to tune min area and threshold for the best balanced "
                              "accuracy. Never use the images you will report results on: keep a separate "
                              "tuning set. The images used are recorded in calibration.json")
-    calibration.add_argument("--synthetic", action="store_true", help="with --calibrate: the threshold with the "
-                             "best balanced accuracy between the held-out good images and the same images with "
-                             "painted defects: no labelled defects needed; more defects found, a few more false "
-                             "alarms than the default (no held-out good image flagged)")
     search = parser.add_argument_group("hyperparameter search (Optuna; tunes myCAE into myCAE_optuna)")
     search.add_argument("--optuna", type=int, metavar="N", help="run an Optuna study until it holds N finished "
                         "trials, then retrain the best as a run folder; the search picks the architecture, --loss, "
@@ -90,11 +87,11 @@ def main(argv: list[str] | None = None) -> int:
             from utils.calibration import calibrate
 
             result = calibrate(args.calibrate, min_area=args.min_area, finetune_dir=args.finetune,
-                               synthetic=args.synthetic)
+                               threshold_from=given_options(args).get("threshold_from"))
             print(f"threshold {result['threshold']:.5f}, min area {result['min_area']} px ({result['method']})")
             run_dir = args.calibrate
-        elif args.finetune or args.synthetic:
-            raise ValueError("--finetune and --synthetic go with --calibrate RUN (recalibrate a trained run)")
+        elif args.finetune:
+            raise ValueError("--finetune goes with --calibrate RUN (calibrate a trained run on labelled images)")
         elif args.optuna is None and (args.study or args.storage or args.tuning_data or args.objective != "val_loss"):
             raise ValueError("--study, --storage, --objective and --tuning-data go with --optuna N")
         elif args.optuna is not None and args.resume:

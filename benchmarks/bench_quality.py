@@ -10,7 +10,7 @@ its test/ images, exactly as IoU_test.py would. One row per model: image AUROC, 
 (largest blob), balanced accuracy, TPR and TNR at the calibrated threshold, training time (training +
 calibration, wall clock on this machine), and the synthetic AUROC (utils.evaluation.synthetic_check: the run's
 held-out good images, clean and with a painted defect), the signal to rank recipes by without the test split;
-then TPR and TNR at the threshold `train.py --calibrate RUN --synthetic` would choose.
+then TPR and TNR at the threshold `--threshold-from synthetic` would choose.
 
 Rows go to benchmarks/results/quality_<dataset>.json (or --out): a list of objects with keys model, recipe, size,
 epochs, image_auroc, pixel_auroc, aupro, iou_bbox_mean, balanced_accuracy, tpr, tnr, synthetic_auroc,
@@ -124,7 +124,7 @@ def benchmark_model(config, model: str, runs_dir: Path) -> dict:
 
 
 def rates_at_synthetic_threshold(run_dir: Path, per_image: list[dict], *, batch_size: int) -> dict:
-    """TPR and TNR on the test split at the threshold `train.py --calibrate RUN --synthetic` would choose
+    """TPR and TNR on the test split at the threshold `--threshold-from synthetic` would choose
     (utils.calibration.synthetic_on), from the evaluation's own per-image scores; the run is left as it is."""
     from utils.calibration import synthetic_on
     from utils.inspector import Inspector

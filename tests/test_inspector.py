@@ -55,7 +55,7 @@ def test_synthetic_calibration_takes_the_best_balanced_threshold_on_painted_held
     from utils.inspector import Inspector
 
     run_copy = Path(shutil.copytree(tiny_run, tmp_path / tiny_run.name))
-    result = run_script("train.py", "--calibrate", str(run_copy), "--synthetic")
+    result = run_script("train.py", "--calibrate", str(run_copy), "--threshold-from", "synthetic")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "(synthetic)" in result.stdout
     saved = json.loads((run_copy / "calibration.json").read_text())
@@ -76,8 +76,9 @@ def test_synthetic_calibration_takes_the_best_balanced_threshold_on_painted_held
 
     assert saved["synthetic_balanced_accuracy"] == pytest.approx(balanced(saved["threshold"]))
     assert balanced(saved["threshold"]) >= max(balanced(validation_threshold), *map(balanced, scores)) - 1e-9
-    refused = run_script("train.py", "--calibrate", str(run_copy), "--synthetic", "--finetune", str(tmp_path))
-    assert refused.returncode == 2 and "choose one of --finetune DIR and --synthetic" in refused.stderr
+    refused = run_script("train.py", "--calibrate", str(run_copy), "--threshold-from", "synthetic", "--finetune",
+                         str(tmp_path))
+    assert refused.returncode == 2 and "choose one of --finetune DIR and --threshold-from synthetic" in refused.stderr
 
 
 def test_calibration_json_and_no_validation_image_flagged(tiny_run, inspector):

@@ -1,6 +1,6 @@
 """Choosing the threshold and minimum blob area that turn residual maps into OK / NOK.
 
-Two methods, both writing calibration.json in the run folder:
+Three methods, each writing calibration.json in the run folder:
 
 * ``validation`` (always, from good images only; MVTec AD's procedure): on the held-out validation images of
   training, for a given min area, the threshold is the lowest at which no validation image has a blob of that
@@ -9,10 +9,11 @@ Two methods, both writing calibration.json in the run folder:
 * ``finetune`` (optional, after Adnene Boumessouer's method): with a few labelled good and defective images,
   search (min area, threshold) pairs for the best balanced accuracy. These images must never be the ones used
   later to report results; the calibration records which were used.
-* ``synthetic`` (optional, from good images only): at the same min area, the threshold with the best balanced
-  accuracy between the held-out good images and the same images with painted defects (SYNTHETIC_SEEDS rounds,
-  utils.evaluation.synthetic_pairs). It trades a few false alarms for many more defects found where the good
-  images' highest score sits far above the typical defect's (see the README's "How good is it").
+* ``synthetic`` (``--threshold-from synthetic``; from good images only): at the same min area, the threshold
+  with the best balanced accuracy between the held-out good images and the same images with painted defects
+  (SYNTHETIC_SEEDS rounds, utils.evaluation.synthetic_pairs). It trades a few false alarms for many more
+  defects found where the good images' highest score sits far above the typical defect's (see the README's
+  "How good is it").
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from utils.run import CALIBRATION_FILE, Run, load_run, write_json
 log = logging.getLogger(__name__)
 
 FINETUNE_AREA_FRACTIONS = np.geomspace(1e-4, 2e-2, 16)  # min areas searched, as fractions of the image area
+THRESHOLD_SOURCES = ("validation", "synthetic")  # train.py --threshold-from; finetune takes --finetune DIR
 SYNTHETIC_SEEDS = (0, 1, 2)  # rounds of painted defects on the held-out images for the synthetic method
 
 
@@ -94,14 +96,19 @@ def finetune(maps, labels: np.ndarray) -> dict:
 
 
 def calibrate(run: Run | str | Path, *, min_area: int | None = None, finetune_dir: str | Path | None = None,
-              synthetic: bool = False, batch_size: int = 8) -> dict:
+              threshold_from: str | None = None, batch_size: int = 8) -> dict:
     """Calibrate a run and write its calibration.json; returns what was written. The validation method always
-    runs; `finetune_dir` or `synthetic` then sets the threshold (see the module docstring)."""
+    runs; `finetune_dir`, or `threshold_from` "synthetic" (default: the run's own config.json `threshold_from`),
+    then sets the threshold (see the module docstring)."""
     from utils.inspector import Inspector
 
-    if synthetic and finetune_dir is not None:
-        raise ValueError("choose one of --finetune DIR and --synthetic: both set the threshold")
+    if threshold_from is not None and threshold_from not in THRESHOLD_SOURCES:
+        raise ValueError(f"--threshold-from must be one of {', '.join(THRESHOLD_SOURCES)}; got {threshold_from!r}")
+    if threshold_from == "synthetic" and finetune_dir is not None:
+        raise ValueError("choose one of --finetune DIR and --threshold-from synthetic: both set the threshold")
     run = run if isinstance(run, Run) else load_run(run)
+    if threshold_from is None:
+        threshold_from = "validation" if finetune_dir is not None else run.config.get("threshold_from", "validation")
     inspector = Inspector(run, decision="seed", batch_size=batch_size)  # the seed rule needs no calibration
     min_area = default_min_area_for(run.preprocessing) if min_area is None else int(min_area)
     validation_files = [Path(path) for path in run.config.get("validation_files", [])]
@@ -122,7 +129,7 @@ def calibrate(run: Run | str | Path, *, min_area: int | None = None, finetune_di
     }
     if finetune_dir is not None:
         calibration.update(finetune_on(inspector, Path(finetune_dir)))
-    if synthetic:
+    if threshold_from == "synthetic":
         calibration.update(synthetic_on(inspector, min_area))
     write_json(run.path / CALIBRATION_FILE, calibration)
     run.calibration = calibration

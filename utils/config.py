@@ -77,6 +77,10 @@ class TrainConfig:
                           "photo itself or a flat tone) or textured (also long and scattered patches up to 12 %%, "
                           "filled with another good photo re-toned, a procedural texture, the photo itself or "
                           "a flat tone, at 20-100 %% opacity)", choices="painters")
+    threshold_from: str = option("validation", "how calibration sets the threshold: validation (the lowest at "
+                                 "which no held-out good image is NOK) or synthetic (the best balanced accuracy "
+                                 "between the held-out good images and the same with painted defects: more "
+                                 "defects found, a few more false alarms)", choices="threshold_sources")
     distribute: str = option("none", "none: one device; mirrored: all local GPUs; multiworker: the machines "
                              "in TF_CONFIG", choices="distribute")
     params: str | None = option(None, "hyperparameter JSON for myCAE_optuna (default: models/myCAE_optuna.json)",
@@ -107,6 +111,10 @@ def choices_for(source: str | None) -> tuple[str, ...] | None:
         return PAINTERS
     if source == "recipes":
         return tuple(RECIPES)
+    if source == "threshold_sources":
+        from utils.calibration import THRESHOLD_SOURCES
+
+        return THRESHOLD_SOURCES
     if source == "colors":
         from utils.data import COLOR_MODES
 

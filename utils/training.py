@@ -401,7 +401,7 @@ def finish_run(run_dir: Path, config: TrainConfig, run_config: dict, extra_callb
     run_config = fit_run(run_dir, config, run_config, extra_callbacks)
     run_module.write_json(run_dir / run_module.CONFIG_FILE, run_config)
     if run_config["validation_files"]:
-        calibration = calibrate(run_dir, batch_size=config.batch_size)
+        calibration = calibrate(run_dir, threshold_from=config.threshold_from, batch_size=config.batch_size)
         log.info("Calibrated: threshold %.4f, min area %d px.", calibration["threshold"], calibration["min_area"])
     return run_dir
 
