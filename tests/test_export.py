@@ -67,7 +67,7 @@ def calibrate_between_scores(run_dir: Path, images: list, min_area: int) -> floa
 
 
 @pytest.fixture(scope="module")
-def test_images(tiny_demo):
+def demo_test_images(tiny_demo):
     from utils.data import decode_image
 
     return [decode_image(path) for path in sorted((tiny_demo / "test").glob("*/*.png"))]
@@ -75,21 +75,21 @@ def test_images(tiny_demo):
 
 @pytest.mark.parametrize(("name", "size", "head"), MODEL_CASES,
                          ids=[f"{name}{'+head' if head else ''}" for name, _, head in MODEL_CASES])
-def test_the_exported_map_and_verdicts_equal_the_keras_ones(name, size, head, test_images, tmp_path):
+def test_the_exported_map_and_verdicts_equal_the_keras_ones(name, size, head, demo_test_images, tmp_path):
     from utils.export import export_run
     from utils.inspector import Inspector
 
     run_dir = write_untrained_run(tmp_path / "run", name, size, head=head)
-    margin = calibrate_between_scores(run_dir, test_images, min_area=4)
+    margin = calibrate_between_scores(run_dir, demo_test_images, min_area=4)
     assert margin > TOLERANCE, "the test images give no threshold clear of the tolerance: verdicts would prove nothing"
-    expected = Inspector.from_run(run_dir, runtime="tensorflow").inspect(test_images)
+    expected = Inspector.from_run(run_dir, runtime="tensorflow").inspect(demo_test_images)
     assert {result.verdict for result in expected} == {"OK", "NOK"}
     for export_format in FORMATS:
         exported_file = export_run(run_dir, export_format)
         assert exported_file.parent == run_dir / "export" and exported_file.is_file()
         inspector = Inspector.from_run(run_dir, runtime=export_format)
         assert inspector.runtime == export_format and inspector.run.autoencoder is None
-        results = inspector.inspect(test_images)
+        results = inspector.inspect(demo_test_images)
         for keras_result, result in zip(expected, results, strict=True):
             np.testing.assert_allclose(result.anomaly_map, keras_result.anomaly_map, rtol=0, atol=TOLERANCE)
             np.testing.assert_allclose(result.reconstruction, keras_result.reconstruction, rtol=0, atol=TOLERANCE)
