@@ -16,6 +16,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+
 from utils.tensorflow_startup import import_tensorflow
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+
 from utils.tensorflow_startup import import_tensorflow
 
 
