@@ -15,8 +15,8 @@ then TPR and TNR at the threshold `--threshold-from synthetic` would choose.
 Rows go to benchmarks/results/quality_<dataset>.json (or --out): a list of objects with keys model, recipe, size,
 epochs, image_auroc, pixel_auroc, aupro, iou_bbox_mean, balanced_accuracy, tpr, tnr, synthetic_auroc,
 tpr_synthetic_threshold, tnr_synthetic_threshold, train_seconds and command (the command that reproduces the
-row). Rows already in the file for another model or recipe are kept, so models can
-be benchmarked one at a time. Run folders go to a temporary folder deleted at the end, unless --runs-dir is given.
+row). Rows already in the file for another model or recipe are kept, so models can be benchmarked one at a
+time. Run folders go to a temporary folder deleted at the end, unless --runs-dir is given.
 """
 from __future__ import annotations
 

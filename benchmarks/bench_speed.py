@@ -306,8 +306,10 @@ def print_row(row: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = parse_args(argv)
+    from utils.tensorflow_startup import import_tensorflow
+
+    import_tensorflow()  # quietly, like the scripts
     peak = matmul_peak_gflops(1024 if args.smoke else 2048)
     print(f"matmul peak {peak:.1f} GFLOP/s; forward GFLOP/s (share of peak); ratios against the forward pass")
     print(f"{'model':<10}{'size':>5}{'batch':>6} {'runtime':<11}{'GFLOP':>8}{'GFLOP/s':>16}{'forward':>9}"
