@@ -11,6 +11,9 @@ For one trained run, every map is computed once, then scored several ways:
                  scaled with the map's side);
 * ``top1pct``    the mean of the highest 1 % of the map.
 
+With ``--transforms flips`` (or ``d4``) every image is also inspected flipped (and rotated by quarter turns), each
+map turned back onto the photo and the maps averaged before scoring: test-time augmentation, measured the same way.
+
 Each is scored by image AUROC on the synthetic check (the run's held-out good images, clean and with a painted
 defect: the tuning signal, which picks the score) and on the test split of --data (the report). Rows go to
 benchmarks/results/scores_<dataset>.json with the command that reproduces them.
@@ -27,11 +30,30 @@ if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
 
+# name → (turn the photo, turn its map back); the photo is H×W or H×W×C, its map H×W
+TRANSFORMS = {
+    "identity": (lambda image: image, lambda anomaly_map: anomaly_map),
+    "flip_lr": (lambda image: image[:, ::-1], lambda anomaly_map: anomaly_map[:, ::-1]),
+    "flip_ud": (lambda image: image[::-1], lambda anomaly_map: anomaly_map[::-1]),
+    "rotate_180": (lambda image: image[::-1, ::-1], lambda anomaly_map: anomaly_map[::-1, ::-1]),
+    "rotate_90": (lambda image: image.swapaxes(0, 1)[::-1], lambda anomaly_map: anomaly_map[::-1].swapaxes(0, 1)),
+    "rotate_270": (lambda image: image.swapaxes(0, 1)[:, ::-1],
+                   lambda anomaly_map: anomaly_map[:, ::-1].swapaxes(0, 1)),
+    "transpose": (lambda image: image.swapaxes(0, 1), lambda anomaly_map: anomaly_map.swapaxes(0, 1)),
+    "anti_transpose": (lambda image: image[::-1, ::-1].swapaxes(0, 1),
+                       lambda anomaly_map: anomaly_map.swapaxes(0, 1)[::-1, ::-1]),
+}
+TRANSFORM_SETS = {"none": ("identity",), "flips": ("identity", "flip_lr", "flip_ud", "rotate_180"),
+                  "d4": tuple(TRANSFORMS)}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, metavar="RUN", help="a trained run folder")
     parser.add_argument("--data", required=True, help="MVTec-layout set whose test/ split is reported")
     parser.add_argument("--seed", type=int, default=0, help="seed of the painted defects (default: %(default)s)")
+    parser.add_argument("--transforms", choices=sorted(TRANSFORM_SETS), default="none",
+                        help="average each map over these test-time flips / quarter turns (default: %(default)s)")
     parser.add_argument("--out", help="JSON file (default: benchmarks/results/scores_<dataset>.json)")
     return parser.parse_args(argv)
 
@@ -50,11 +72,24 @@ def image_scores(anomaly_map, *, min_area: int) -> dict[str, float]:
             "top1pct": float(flat[-max(1, flat.size // 100):].mean())}
 
 
-def scores_of(inspector, images: list, *, min_area: int) -> list[dict]:
+def averaged_maps(inspector, images: list, transforms: tuple[str, ...]) -> list:
+    """Each image's anomaly map, averaged over the test-time transforms (each map turned back onto the photo)."""
+    import numpy as np
+
+    sums = None
+    for name in transforms:
+        turn, turn_back = TRANSFORMS[name]
+        maps = inspector.maps_for([np.ascontiguousarray(turn(image)) for image in images])[2]
+        maps = [turn_back(anomaly_map) for anomaly_map in maps]
+        sums = maps if sums is None else [total + anomaly_map for total, anomaly_map in zip(sums, maps)]
+    return [np.ascontiguousarray(total / len(transforms)) for total in sums]
+
+
+def scores_of(inspector, images: list, *, min_area: int, transforms: tuple[str, ...] = ("identity",)) -> list[dict]:
     rows = []
     for start in range(0, len(images), 32):
         rows += [image_scores(anomaly_map, min_area=min_area)
-                 for anomaly_map in inspector.maps_for(images[start:start + 32])[2]]
+                 for anomaly_map in averaged_maps(inspector, images[start:start + 32], transforms)]
     return rows
 
 
@@ -73,15 +108,19 @@ def main(argv: list[str] | None = None) -> int:
     min_area = int(inspector.run.calibration["min_area"])
     tuning_images, tuning_labels = synthetic_pairs(inspector, seed=args.seed)
     items = find_test_items(args.data)
-    test_scores = scores_of(inspector, [decode_image(item.path) for item in items], min_area=min_area)
-    tuning_scores = scores_of(inspector, tuning_images, min_area=min_area)
+    transforms = TRANSFORM_SETS[args.transforms]
+    test_scores = scores_of(inspector, [decode_image(item.path) for item in items], min_area=min_area,
+                            transforms=transforms)
+    tuning_scores = scores_of(inspector, tuning_images, min_area=min_area, transforms=transforms)
     test_labels = [item.is_defective for item in items]
-    rows = [{"score": name, "synthetic_auroc": image_auroc(tuning_labels, [row[name] for row in tuning_scores]),
+    rows = [{"score": name, "transforms": args.transforms, "synthetic_auroc": image_auroc(tuning_labels, [row[name] for row in tuning_scores]),
              "test_image_auroc": image_auroc(test_labels, [row[name] for row in test_scores]),
              "run_config": {key: inspector.run.config.get(key) for key in ("model", "recipe", "head", "size",
                                                                          "tile", "keep_aspect", "epochs", "seed")},
-             "command": f"python benchmarks/bench_scores.py --model RUN --data {args.data} --seed {args.seed}"}
+             "command": f"python benchmarks/bench_scores.py --model RUN --data {args.data} --seed {args.seed}"
+                        + (f" --transforms {args.transforms}" if args.transforms != "none" else "")}
             for name in test_scores[0]]
+    print(f"test-time transforms: {', '.join(transforms)}")
     print(f"{'score':<10}{'synthetic AUROC':>17}{'test image AUROC':>18}")
     for row in rows:
         print(f"{row['score']:<10}{row['synthetic_auroc']:>17.3f}{row['test_image_auroc']:>18.3f}")
