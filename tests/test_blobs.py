@@ -181,3 +181,24 @@ def test_decide_rejects_bad_maps():
         decide(np.zeros((1, 32, 32)), threshold=0.5, min_area=5)
     with pytest.raises(ValueError, match="finite"):
         decide(np.full((8, 8), np.nan), threshold=0.5, min_area=5)
+
+
+def test_blobs_on_photo_cover_their_pixels_on_the_stretched_photo():
+    from utils.blobs import blobs_on_photo
+
+    mask = np.zeros((8, 8), bool)
+    mask[1:4, 2:5] = True  # 3 × 3
+    mask[6, 7] = True
+    blobs = find_blobs(mask)
+    for photo_shape in ((16, 24), (8, 8), (20, 30), (5, 7)):  # enlarged by whole factors, as is, by fractions, shrunk
+        on_photo = blobs_on_photo(blobs, mask.shape, photo_shape)
+        assert [blob.area for blob in on_photo] == [9, 1]  # areas stay in the decision's pixels
+        stretched = cv2.resize(mask.astype(np.uint8), photo_shape[::-1], interpolation=cv2.INTER_NEAREST)
+        for blob in on_photo:
+            x0, y0, x1, y1 = blob.bbox
+            assert 0 <= x0 < x1 <= photo_shape[1] and 0 <= y0 < y1 <= photo_shape[0]
+        if photo_shape == (16, 24):  # whole factors: exactly the stretched mask's own blobs
+            assert [blob.bbox for blob in on_photo] == [blob.bbox for blob in find_blobs(stretched)]
+            assert on_photo[0].centroid == pytest.approx(find_blobs(stretched)[0].centroid)
+        if photo_shape == (8, 8):
+            assert on_photo == blobs

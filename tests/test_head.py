@@ -64,8 +64,8 @@ def test_the_heads_map_is_the_runs_anomaly_map(head_run, tiny_demo):
     assert result.map_name == "segmentation" and result.display_range == (0.0, 1.0)
     batch = inspector.prepare([image])
     expected = np.asarray(inspector.run.autoencoder(batch, training=False)[1])[0, :, :, 0]
-    np.testing.assert_allclose(result.anomaly_map, expected, atol=1e-5)  # the head's output, not a residual
-    assert result.reconstruction.shape == (TINY_SIZE, TINY_SIZE, 1)
+    np.testing.assert_allclose(result.decision_map, expected, atol=1e-5)  # the head's output, not a residual
+    assert result.reconstruction.shape == (*image.shape[:2], 1)  # reported at the photo's own pixels
 
 
 def test_a_head_run_can_still_be_inspected_by_its_ssim_residual(head_run):

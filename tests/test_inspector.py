@@ -98,8 +98,8 @@ def test_batch_inspection_equals_one_by_one(tiny_demo, inspector):
         assert alone.verdict == batched.verdict
         np.testing.assert_allclose(alone.anomaly_map, batched.anomaly_map, atol=1e-5)
         assert alone.score == pytest.approx(batched.score, abs=1e-4)
-        assert batched.anomaly_map.shape == (TINY_SIZE, TINY_SIZE) and batched.input.shape == (TINY_SIZE,
-                                                                                                 TINY_SIZE, 1)
+        assert batched.anomaly_map.shape == image.shape[:2] and batched.input.shape == (*image.shape[:2], 1)
+        assert batched.decision_map.shape == (TINY_SIZE, TINY_SIZE)  # stretch decides at model resolution
 
 
 def test_any_size_and_rgb_input_is_accepted(inspector):
@@ -107,7 +107,7 @@ def test_any_size_and_rgb_input_is_accepted(inspector):
 
     rgb = (np.random.default_rng(0).random((50, 90, 3)) * 255).astype(np.uint8)
     result = inspector.inspect([rgb, cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)])
-    assert [r.anomaly_map.shape for r in result] == [(TINY_SIZE, TINY_SIZE)] * 2
+    assert [r.anomaly_map.shape for r in result] == [(50, 90)] * 2
     np.testing.assert_allclose(result[0].anomaly_map, result[1].anomaly_map, atol=1e-5)  # RGB → grayscale
 
 
@@ -117,8 +117,52 @@ def test_seed_decision_is_the_seed_rule_on_the_same_map(tiny_run, tiny_demo):
     seed_inspector = Inspector.from_run(tiny_run, decision="seed")
     image = decode_image(find_test_items(tiny_demo)[-1].path)
     result = seed_inspector.inspect([image])[0]
-    expected = decide(result.anomaly_map, rule="seed")
+    expected = decide(result.decision_map, rule="seed")
     assert result.rule == "seed" and result.verdict == expected.verdict and result.score == expected.score
+    # another rule on the same maps, as IoU_test.py --decision both does, gives what that rule's Inspector gives
+    redecided = Inspector.from_run(tiny_run).redecide(result)
+    direct = Inspector.from_run(tiny_run).inspect([image])[0]
+    assert (redecided.verdict, redecided.score, redecided.rule) == (direct.verdict, direct.score, "calibrated")
+    np.testing.assert_array_equal(redecided.defect_mask, direct.defect_mask)
+
+
+def test_stretch_reports_at_the_photo_pixels_what_it_decided_at_model_pixels(inspector):
+    """A 45 × 130 photo: verdict and score come from the model-size map; map, mask, pictures and boxes are stretched
+    back onto the photo, and every box covers the mask pixels of its blob."""
+    import cv2
+
+    from utils.blobs import find_blobs
+
+    photo = (np.random.default_rng(1).random((45, 130)) * 255).astype(np.uint8)
+    photo[10:30, 60:90] = 255  # something to find
+    result = inspector.inspect([photo])[0]
+    assert result.decision_map.shape == (TINY_SIZE, TINY_SIZE)
+    assert result.anomaly_map.shape == result.defect_mask.shape == (45, 130)
+    assert result.input.shape == result.reconstruction.shape == (45, 130, 1)
+    np.testing.assert_allclose(result.input[..., 0], photo / 255.0, atol=1e-6)  # the photo itself, not resized
+    at_model = decide(result.decision_map, rule="calibrated", threshold=result.threshold, min_area=result.min_area)
+    assert (result.verdict, result.score) == (at_model.verdict, float(at_model.score))
+    stretched = cv2.resize(at_model.defect_mask.astype(np.uint8), (130, 45), interpolation=cv2.INTER_NEAREST) > 0
+    np.testing.assert_array_equal(result.defect_mask, stretched)
+    # a low threshold so there are blobs to check: the same maps, decided again
+    low = decide(result.decision_map, rule="calibrated", threshold=float(np.quantile(result.decision_map, 0.7)),
+                 min_area=result.min_area)
+    from utils.blobs import blobs_on_photo
+
+    boxes = blobs_on_photo(low.blobs, low.defect_mask.shape, (45, 130))
+    assert len(boxes) == len(low.blobs) > 0
+    photo_mask = cv2.resize(low.defect_mask.astype(np.uint8), (130, 45), interpolation=cv2.INTER_NEAREST)
+    for blob, on_photo in zip(low.blobs, boxes):
+        x0, y0, x1, y1 = on_photo.bbox
+        assert 0 <= x0 < x1 <= 130 and 0 <= y0 < y1 <= 45 and on_photo.area == blob.area
+        own = np.zeros((TINY_SIZE, TINY_SIZE), np.uint8)
+        mx0, my0, mx1, my1 = blob.bbox
+        own[my0:my1, mx0:mx1] = low.defect_mask[my0:my1, mx0:mx1]
+        own_on_photo = cv2.resize(own, (130, 45), interpolation=cv2.INTER_NEAREST) > 0
+        ys, xs = np.nonzero(own_on_photo & (photo_mask > 0))
+        if len(xs):
+            assert x0 <= xs.min() and xs.max() < x1 and y0 <= ys.min() and ys.max() < y1
+    assert find_blobs(photo_mask)  # the stretched mask still holds the blobs
 
 
 TEST_PICTURES = ["input.png", "code.png", "reconstruction.png", "residual.png", "defect.png", "overlay.png",

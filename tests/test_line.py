@@ -105,7 +105,7 @@ def test_result_record_follows_the_contract_and_images_decode(inspector, demo_te
     assert list(pictures) == ["input", "reconstruction", "residual", "defect"]  # the P/image/<kind> kinds
     for picture in pictures.values():
         decoded = cv2.imdecode(np.frombuffer(png_bytes(picture), np.uint8), cv2.IMREAD_COLOR)
-        assert decoded.shape == (inspector.size, inspector.size, 3)
+        assert decoded.shape == (*image.shape[:2], 3)  # the photo's own pixels
         np.testing.assert_array_equal(decoded[:, :, ::-1], picture)  # the PNG holds the picture, in RGB order
 
 

@@ -61,9 +61,12 @@ def test_a_toy_spec_with_its_own_map_runs_through_all_four_scripts(toy_registere
     assert config["anomaly_map"] == "absolute" and calibration["anomaly_map"] == "absolute"
 
     image_path = sorted((tiny_demo / "test").glob("*/*.png"))[0]
-    result = Inspector.from_run(run_dir).inspect([decode_image(image_path)])[0]
-    expected = np.abs(result.input - result.reconstruction).mean(axis=-1)
-    np.testing.assert_allclose(result.anomaly_map, expected, atol=1e-6)  # the spec's map, not 1 − SSIM
+    inspector = Inspector.from_run(run_dir)
+    result = inspector.inspect([decode_image(image_path)])[0]
+    model_input = inspector.prepare([decode_image(image_path)])
+    model_reconstruction, _ = inspector.reconstruct_and_map(model_input)
+    expected = np.abs(model_input - model_reconstruction).mean(axis=-1)[0]
+    np.testing.assert_allclose(result.decision_map, expected, atol=1e-6)  # the spec's map, not 1 − SSIM
     assert result.map_name == "absolute" and result.display_range == (0.0, 0.5)
 
     assert test_script.main(["--model", str(run_dir), "--image", str(image_path)]) == 0
@@ -190,5 +193,5 @@ def test_a_run_folder_from_before_the_seams_still_loads_inspects_and_repeats(tin
                   "model": options["model"], "color_mode": options["color"], "train_config": options}
     (old / "config.json").write_text(json.dumps(old_config))
     result = Inspector.from_run(old).inspect([decode_image(sorted((tiny_demo / "test" / "good").glob("*.png"))[0])])[0]
-    assert result.anomaly_map.shape == (TINY_SIZE, TINY_SIZE) and result.map_name == "ssim"
+    assert result.decision_map.shape == (TINY_SIZE, TINY_SIZE) and result.map_name == "ssim"
     assert make_config(old / "config.json").size == TINY_SIZE  # and it still works as a recipe

@@ -29,7 +29,7 @@ SEED_BLUR_SIZE = (5, 5)  # the original rule's Gaussian blur kernel (sigma deriv
 class Blob:
     """One 8-connected region of a defect mask."""
 
-    area: int  # pixel count
+    area: int  # pixel count at the decision resolution (the unit of min_area)
     bbox: list[int]  # [x0, y0, x1, y1], end exclusive: x1 = x0 + width
     centroid: tuple[float, float]  # (x, y) mean pixel position
 
@@ -71,6 +71,25 @@ def find_blobs(mask: np.ndarray) -> list[Blob]:
         for label in range(1, count)  # label 0 is the background
     ]
     return sorted(blobs, key=lambda blob: blob.area, reverse=True)
+
+
+def blobs_on_photo(blobs: list[Blob], map_shape: tuple[int, int], photo_shape: tuple[int, int]) -> list[Blob]:
+    """Blobs found on a map of `map_shape` (H, W) → boxes and centroids on a photo of `photo_shape` the map was
+    stretched from: each box grows to cover every photo pixel its map pixels cover; areas stay in map pixels, the
+    unit the rule counted them in."""
+    scale_y, scale_x = photo_shape[0] / map_shape[0], photo_shape[1] / map_shape[1]
+    if (scale_y, scale_x) == (1.0, 1.0):
+        return list(blobs)
+    height, width = photo_shape
+
+    def box(bbox: list[int]) -> list[int]:
+        x0, y0, x1, y1 = bbox
+        return [min(int(np.floor(x0 * scale_x)), width - 1), min(int(np.floor(y0 * scale_y)), height - 1),
+                max(min(int(np.ceil(x1 * scale_x)), width), 1), max(min(int(np.ceil(y1 * scale_y)), height), 1)]
+
+    return [Blob(area=blob.area, bbox=box(blob.bbox),
+                 centroid=((blob.centroid[0] + 0.5) * scale_x - 0.5, (blob.centroid[1] + 0.5) * scale_y - 0.5))
+            for blob in blobs]
 
 
 def largest_blob_area(mask: np.ndarray) -> int:

@@ -14,16 +14,16 @@ as a small dict (under 1 KiB). Everything else is bounded:
   histograms whose bins follow the float32 representation of the map values, so maps of any range (1 − SSIM,
   L2, logits) are binned at 0.05 % of their values' magnitude, in 24 MiB whatever the set's size. Pixels in
   one bin count as tied; both metrics stay within about 1e-5 of their full-map values;
-* the overlay grid keeps only the 4 worst defective and 4 worst good images per decision (their model-size
-  inputs: 8 × size² × channels × 4 bytes, 2 MiB at 256 px grayscale);
+* the overlay grid keeps only the 4 worst defective and 4 worst good images per decision (their photos in the
+  run's colour mode: 8 × H × W × channels × 4 bytes, 2 MiB for 256 px grayscale photos);
 * a batch in flight holds batch_size decoded images, inputs, reconstructions, maps and masks.
 
 Results go to RUN/results/<dataset>/ (``decision="both"``: RUN/results/<dataset>/<decision>/ per rule, plus
 comparison.csv): metrics.json (keys: METRIC_KEYS), per_image.csv, roc.png, pro.png, score_histogram.png and
-worst_overlays.png. Box and mask IoUs compare the rule's defect mask (every pixel it calls defective, at the
-decision resolution) with the ground-truth mask there: resized to model resolution (nearest
-neighbour) for ``stretch``, at its own pixels for ``keep-aspect`` and ``tiles`` (metrics.json says which in
-``resolution``). A mask whose size differs from its image's is refused, naming both sizes.
+worst_overlays.png. Pixel metrics, box and mask IoUs compare the Inspector's map and the rule's defect mask
+(every pixel it calls defective) with the ground-truth mask at the mask's own pixels, in every preprocessing mode
+(stretch: the map and mask stretched back onto the photo after the decision; metrics.json: ``"resolution":
+"source"``). A mask whose size differs from its image's is refused, naming both sizes.
 """
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ class StreamState:
 
 
 def read_item(item: data_module.TestItem, preprocessing, state: StreamState) -> tuple | None:
-    """(decoded image, ground-truth mask at the decision resolution or None when unknown), or None when unreadable
+    """(decoded image, ground-truth mask at the photo's own pixels or None when unknown), or None when unreadable
     (a mask whose size differs from its image's is unreadable too: the message names both sizes)."""
     try:
         image = data_module.decode_image(item.path)
@@ -153,7 +153,7 @@ def process_batch(batch: list[data_module.TestItem], inspectors: dict, state: St
         boxes = [] if ground_truth is None else [box for _, box in metrics_module.component_boxes(ground_truth)]
         order = next(state.order)
         for decision in (primary, *others):
-            outcome = result if decision == primary else inspectors[decision].decide(result.anomaly_map)
+            outcome = result if decision == primary else inspectors[decision].redecide(result)
             state.records[decision].add(image_row(item, outcome, ground_truth), outcome, result.input, boxes, order)
 
 
@@ -200,7 +200,8 @@ def per_defect_table(rows: list[dict]) -> dict[str, dict]:
 def decision_metrics(record: DecisionRecord, pixel_auroc: float | None, aupro: float | None, *,
                      resolution: str) -> dict:
     """metrics.json for one rule; threshold / min area are None when the rule sets them per image. `resolution`:
-    where maps and masks were compared, "model" (stretch) or "source" (the photo's own pixels)."""
+    where maps and masks were compared: "source", the photo's own pixels (runs before photo-resolution outputs
+    said "model" for stretch)."""
     rows = record.rows
     labels, verdicts = [row["label"] for row in rows], [row["verdict"] for row in rows]
     classification = metrics_module.classification_metrics(labels, verdicts)
@@ -392,8 +393,7 @@ def evaluate(model: str | Path | None, data: str | Path, *, decision: str = "cal
     aupro = state.pixels.aupro(fpr_limit=FPR_LIMIT)
     evaluations, notes, write_errors = {}, [], []
     for rule, record in state.records.items():
-        resolution = next(iter(inspectors.values())).preprocessing.decision_resolution
-        metrics = decision_metrics(record, pixel_auroc, aupro, resolution=resolution)
+        metrics = decision_metrics(record, pixel_auroc, aupro, resolution="source")
         rule_folder = folder / rule if decision == "both" else folder
         write_errors += kept_going(write_results, rule_folder, record, metrics, curve)
         evaluations[rule] = Evaluation(rule, metrics, record.rows, rule_folder)

@@ -10,7 +10,9 @@ Inspector's backend: a compiled TensorFlow graph of the Keras model (``KerasForw
 the run's export run by ONNX Runtime or OpenVINO (utils/export.py), which needs no TensorFlow. The Inspector does
 not know which map it is, nor which runtime computes it. Thresholding and connected components then run per image on
 the CPU (OpenCV), at the preprocessing's decision resolution: model pixels for ``stretch`` (as the original
-method), the photo's own pixels for ``keep-aspect`` and ``tiles`` (maps stitched back, boxes in photo pixels).
+method), the photo's own pixels for ``keep-aspect`` and ``tiles`` (maps stitched back). Whatever the mode, a
+result's pictures, map, defect mask and boxes are at the photo's own pixels (stretch: stretched back after the
+decision, so verdicts and scores are the original method's); blob areas and min_area stay in the decision's pixels.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from utils.run import DEFAULT_RUNS_DIR, Run, load_run, resolve_run
 
 @dataclass
 class InspectionResult:
-    """What the Inspector says about one image (arrays at the preprocessing's decision resolution)."""
+    """What the Inspector says about one image (arrays at the photo's own pixels)."""
 
     verdict: str  # "OK" or "NOK"
     score: float  # continuous, higher = more anomalous (calibrated rule: NOK ⇔ score ≥ threshold)
@@ -37,13 +39,15 @@ class InspectionResult:
     min_area: int
     max_blob_area: float
     blobs: list = field(repr=False)  # utils.blobs.Blob, largest first
-    input: np.ndarray = field(repr=False)  # H×W×C float32 in [0, 1], the photo at the decision resolution
+    input: np.ndarray = field(repr=False)  # H×W×C float32 in [0, 1], the photo in the run's colour mode
     reconstruction: np.ndarray = field(repr=False)  # H×W×C float32
     anomaly_map: np.ndarray = field(repr=False)  # H×W float32, the run's map (e.g. 1 − SSIM)
     defect_mask: np.ndarray = field(repr=False)  # H×W bool
     rule: str = "calibrated"
     map_name: str = "ssim"  # which anomaly map (utils/anomaly_maps.py)
     display_range: tuple[float, float] = (0.0, 1.0)  # heat maps: low → black, high and above → full colour
+    decision_map: np.ndarray | None = field(default=None, repr=False)  # the map the verdict was taken on
+    # (decision resolution: model pixels for stretch, else anomaly_map itself)
 
 
 class KerasForward:
@@ -172,19 +176,32 @@ class Inspector:
         """Inspect decoded images (any size, H×W or H×W×C, uint8 or float in [0, 1])."""
         if len(images) == 0:
             return []
-        views, reconstructions, maps = self.maps_for(images)
-        # OpenCV and NumPy release the GIL, so the per-image decisions use every core, as the forward pass did.
-        decisions = list(self._decision_pool.map(self.decide, maps)) if len(maps) > 1 else [self.decide(maps[0])]
-        results = []
-        anomaly_map = self.anomaly_map
-        for view, reconstruction, map_values, decision in zip(views, reconstructions, maps, decisions):
-            results.append(InspectionResult(
-                verdict=decision.verdict, score=float(decision.score), threshold=float(decision.threshold),
-                min_area=int(decision.min_area), max_blob_area=float(decision.max_blob_area), blobs=decision.blobs,
-                input=view, reconstruction=reconstruction, anomaly_map=map_values,
-                defect_mask=decision.defect_mask, rule=decision.rule, map_name=anomaly_map.name,
-                display_range=anomaly_map.display_range))
-        return results
+        _, reconstructions, maps = self.maps_for(images)
+        photos = [self.preprocessing.photo(image) for image in images]
+        # OpenCV and NumPy release the GIL, so the per-image work uses every core, as the forward pass did.
+        work = list(zip(photos, reconstructions, maps))
+        return list(self._decision_pool.map(self._result, *zip(*work))) if len(work) > 1 else [self._result(*work[0])]
+
+    def redecide(self, result: InspectionResult) -> InspectionResult:
+        """The same inspection (maps not recomputed) under this Inspector's rule: e.g. the seed rule's verdict
+        on the maps a calibrated Inspector computed."""
+        # The reconstruction is at the photo's pixels already; stretching it back onto the photo leaves it as it is.
+        return self._result(result.input, result.reconstruction, result.decision_map)
+
+    def _result(self, photo: np.ndarray, reconstruction: np.ndarray, decision_map: np.ndarray) -> InspectionResult:
+        """Decide on the map at the decision resolution, then report at the photo's own pixels."""
+        decision = self.decide(decision_map)
+        anomaly_map, defect_mask, blobs = decision_map, decision.defect_mask, decision.blobs
+        if decision_map.shape != photo.shape[:2]:  # stretch: stretch the outputs back onto the photo
+            reconstruction, anomaly_map, defect_mask = self.preprocessing.on_photo(
+                reconstruction, decision_map, defect_mask, photo.shape)
+            blobs = blobs_module.blobs_on_photo(blobs, decision_map.shape, photo.shape[:2])
+        return InspectionResult(
+            verdict=decision.verdict, score=float(decision.score), threshold=float(decision.threshold),
+            min_area=int(decision.min_area), max_blob_area=float(decision.max_blob_area), blobs=blobs,
+            input=photo, reconstruction=reconstruction, anomaly_map=anomaly_map, defect_mask=defect_mask,
+            rule=decision.rule, map_name=self.anomaly_map.name, display_range=self.anomaly_map.display_range,
+            decision_map=decision_map)
 
     def encode(self, batch: np.ndarray) -> np.ndarray:
         """The encoder's code for each model input of a batch (`prepare`'s output), for display."""

@@ -4,7 +4,8 @@ Chosen at training time and recorded in config.json (``preprocessing``); train.p
 evaluation all use the run's own, so an image is always prepared the way the model was trained. Three modes:
 
 * ``stretch`` (the original method): resize to ``size`` × ``size`` whatever the aspect ratio (INTER_AREA when
-  shrinking, bilinear when enlarging). Decisions are taken at model resolution, as they always were.
+  shrinking, bilinear when enlarging). Decisions are taken at model resolution, as they always were; what the
+  Inspector reports (maps, masks, boxes) is then stretched back to the photo's own pixels (``on_photo``).
 * ``keep-aspect``: scale so the longer side is ``size``, pad (reflect) the shorter side up to ``size``; the map is
   cropped back to the photo (nothing of the padding) and resized to the photo's own pixels.
 * ``tiles``: optionally rescale the photo by ``scale`` (1: native pixels), cover it with ``tile`` × ``tile`` tiles
@@ -16,8 +17,8 @@ Every step gives ``plan(image)``: the photo's ``count`` model inputs, cut on dem
 N×h×w×C float32 in [0, 1]), and ``add(start, *outputs)`` / ``result()``, which turn the model-resolution maps
 (and reconstructions) of those inputs into one array each at the decision resolution: model pixels for
 ``stretch``, the photo's own pixels for the other two. ``split`` / ``merge`` do the same in one go.
-Ground-truth masks must have their image's size (``mask_for``); they are brought to the decision resolution
-with nearest neighbour.
+``photo(image)`` is the photo in the run's colour mode at its own pixels, where every step's reported outputs
+are. Ground-truth masks must have their image's size (``mask_for``: bool, the photo's own pixels).
 """
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ class Stretch:
     size: int
     color_mode: str
     mode: ClassVar[str] = "stretch"
-    decision_resolution: ClassVar[str] = "model"  # blobs, boxes and areas in model pixels, as always
+    decision_resolution: ClassVar[str] = "model"  # verdicts and areas in model pixels, as always (on_photo: outputs)
 
     def __post_init__(self) -> None:
         _check_common(self.size, self.color_mode)
@@ -101,17 +102,31 @@ class Stretch:
         """The photo as decisions see it (float32 in [0, 1]): here the model input."""
         return self.to_model(image)
 
+    def photo(self, image: np.ndarray) -> np.ndarray:
+        """The photo in the run's colour mode at its own pixels (float32 in [0, 1]), where outputs are reported."""
+        return _unit(to_color_mode(image, self.color_mode))
+
     def mask_for(self, mask: np.ndarray | None, image_shape: tuple) -> np.ndarray:
-        """A ground-truth mask of the image's size (None: all good) → bool at the decision resolution."""
+        """A ground-truth mask of the image's size (None: all good) → bool at the photo's own pixels."""
         if mask is None:
-            return np.zeros((self.size, self.size), dtype=bool)
-        mask = _check_mask(mask, image_shape).astype(np.uint8)
-        return cv2.resize(mask, (self.size, self.size), interpolation=cv2.INTER_NEAREST) > 0
+            return np.zeros(tuple(image_shape[:2]), dtype=bool)
+        return _check_mask(mask, image_shape)
 
     def to_source(self, model_map: np.ndarray, source_shape: tuple[int, ...]) -> np.ndarray:
         """A size×size map → float32 at the photo's own H×W (bilinear)."""
         return cv2.resize(np.asarray(model_map, np.float32), (int(source_shape[1]), int(source_shape[0])),
                           interpolation=cv2.INTER_LINEAR)
+
+    def on_photo(self, reconstruction: np.ndarray, anomaly_map: np.ndarray, defect_mask: np.ndarray,
+                 photo_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Model-resolution outputs → the photo's own H×W: reconstruction and map bilinear (INTER_AREA when
+        shrinking), the defect mask nearest neighbour, so every map pixel keeps its verdict."""
+        height, width = int(photo_shape[0]), int(photo_shape[1])
+        if (height, width) == (self.size, self.size):
+            return reconstruction, anomaly_map, defect_mask
+        mask = cv2.resize(np.asarray(defect_mask, np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
+        return (_resize(np.asarray(reconstruction, np.float32), width, height),
+                _resize(np.asarray(anomaly_map, np.float32), width, height), mask)
 
 
 @dataclass(frozen=True)
@@ -158,10 +173,8 @@ class KeepAspect:
     def view(self, image: np.ndarray) -> np.ndarray:
         return _unit(to_color_mode(image, self.color_mode))
 
-    def mask_for(self, mask: np.ndarray | None, image_shape: tuple) -> np.ndarray:
-        if mask is None:
-            return np.zeros(tuple(image_shape[:2]), dtype=bool)
-        return _check_mask(mask, image_shape)
+    photo = view
+    mask_for = Stretch.mask_for
 
 
 @dataclass(frozen=True)
@@ -237,7 +250,8 @@ class Tiles:
     def view(self, image: np.ndarray) -> np.ndarray:
         return _unit(to_color_mode(image, self.color_mode))
 
-    mask_for = KeepAspect.mask_for
+    photo = view
+    mask_for = Stretch.mask_for
 
 
 class TilePlan:
