@@ -29,6 +29,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import cv2
 import paho.mqtt.client as mqtt
 import pytest
 
@@ -157,8 +158,10 @@ def test_dashboard_shows_the_lines_results_in_a_real_browser(broker, node_red, b
     finally:
         ARTIFACTS.mkdir(exist_ok=True)
         browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
-    size = json.loads((tiny_run / "config.json").read_text())["input_shape"][0]
-    assert image_sizes == [size] * 4
+    photo_width = cv2.imread(str(sorted(parts.iterdir())[-1]), cv2.IMREAD_UNCHANGED).shape[1]
+    model_size = json.loads((tiny_run / "config.json").read_text())["input_shape"][0]
+    assert photo_width != model_size  # so the check below tells the photo's pixels from the model's
+    assert image_sizes == [photo_width] * 4  # pictures come at the photo's own pixels
     defect_pct = round(100 * nok / len(results), 1)
     assert text_of(browser, "aiv-defect-pct") == f"{defect_pct:.1f}"
 
