@@ -163,9 +163,14 @@ def test_a_named_recipe_presets_options_that_flags_still_override():
     args = train.parse_args(["--recipe", "restore-segment", "--loss", "ssim"])
     config = make_config(None, given_options(args))
     assert (config.recipe, config.head, config.synthetic_defects, config.loss) == ("restore-segment", True, True, "ssim")
-    assert config.painter == "textured"
+    assert (config.painter, config.threshold_from) == ("textured", "synthetic")
     assert command_line(config) == "python train.py --recipe restore-segment --loss ssim"
-    assert make_config(None, {}).head is False  # the default recipe is the original method
+    strict = make_config(None, given_options(train.parse_args(["--recipe", "restore-segment",
+                                                                "--threshold-from", "validation"])))
+    assert strict.threshold_from == "validation"
+    assert command_line(strict) == "python train.py --recipe restore-segment --threshold-from validation"
+    seed = make_config(None, {})
+    assert (seed.head, seed.threshold_from) == (False, "validation")  # the default recipe is the original method
 
 
 def test_an_unknown_recipe_in_a_file_names_the_valid_ones(tmp_path):
