@@ -71,6 +71,8 @@ class TrainConfig:
     out: str = option(str(DEFAULT_RUNS_DIR), "folder for run folders", metavar="DIR")
     validation_split: float = option(0.1, "fraction of good images held out for early stopping and calibration")
     patience: int = option(10, "stop after this many epochs without a better validation loss (best weights kept)")
+    lr_decay: bool = option(False, "halve the learning rate after half the patience (at least 2 epochs) without a "
+                            "better validation loss, so long runs settle instead of bouncing on a plateau")
     augment: bool = option(False, "random flips, ±10° rotations and ±0.1 brightness")
     noise: bool = option(False, "denoising training: random bright lines and gaussian noise (σ 0.1) on the "
                          "input, clean target")

@@ -165,12 +165,25 @@ def training_callbacks(run_dir: Path, config: TrainConfig, *, keep_checkpoint: b
     whose record then replaces the first one; the other order would lose the epoch from history.json."""
     import keras
 
-    return [
+    callbacks = [
         history_writer(run_dir, run_config),
         keras.callbacks.BackupAndRestore(str(run_dir / CHECKPOINT_DIR), delete_checkpoint=not keep_checkpoint),
         early_stopping(run_dir, patience=config.patience),
         keras.callbacks.CSVLogger(str(run_dir / HISTORY_LOG), append=True),
     ]
+    if config.lr_decay:
+        callbacks.insert(2, learning_rate_decay(config.patience))
+    return callbacks
+
+
+def learning_rate_decay(patience: int):
+    """--lr-decay: halve the learning rate after half the early-stopping patience (at least 2 epochs) without a
+    better val_loss, so early stopping sees the lower rate's gains before it gives up. The rate lives in the
+    optimizer, so a resumed run goes on at the rate it had reached."""
+    import keras
+
+    return keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(2, patience // 2),
+                                             min_lr=1e-6, verbose=1)
 
 
 def early_stopping(run_dir: Path, *, patience: int):
