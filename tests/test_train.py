@@ -269,3 +269,25 @@ def test_after_training_on_the_demo_set_the_test_auroc_and_next_commands_are_tol
     assert (tiny_run / "results" / tiny_demo.name / "metrics.json").is_file()
     assert any(line.strip().startswith(f"python test.py --model {tiny_run} --image ") for line in lines)
     assert lines[-1].strip() == f"python main.py --model {tiny_run} --source {tiny_demo / 'test'}"
+
+
+def test_lr_decay_halves_the_rate_after_half_the_patience_without_a_better_val_loss(tmp_path):
+    import keras
+
+    from utils.config import TrainConfig
+    from utils.training import training_callbacks
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    plain = training_callbacks(tmp_path, TrainConfig(patience=6))
+    decaying = training_callbacks(tmp_path, TrainConfig(patience=6, lr_decay=True))
+    assert len(decaying) == len(plain) + 1
+    (decay,) = [callback for callback in decaying if isinstance(callback, keras.callbacks.ReduceLROnPlateau)]
+    decay.set_model(model)
+    decay.on_train_begin()
+    rates = []
+    for epoch, val_loss in enumerate([1.0, 0.9, 0.95, 0.92, 0.91, 0.93]):  # best at epoch 1, then 3 worse
+        decay.on_epoch_end(epoch, {"val_loss": val_loss})
+        rates.append(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
+    assert rates[:4] == pytest.approx([1e-3] * 4)  # two epochs without a better loss: not yet
+    assert rates[4] == pytest.approx(5e-4)  # the third (half of patience 6) halves it
