@@ -179,3 +179,31 @@ def test_synthetic_defects_are_drawn_anew_every_epoch(tmp_path):
     epochs = [np.concatenate([inputs.numpy() for inputs, _ in train]) for _ in range(3)]
     # The first epoch fills the cache; stateful random ops could repeat their draws from the second epoch on.
     assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
+
+
+def test_flips_give_mirror_images_only_repeatably_and_leave_the_painters_draws_alone(tmp_path):
+    gradient = np.add.outer(np.arange(32) * 3, np.arange(32) * 5).astype(np.uint8)  # every mirror image differs
+    files = [tmp_path / f"{index}.png" for index in range(5)]
+    for path in files:
+        cv2.imwrite(str(path), gradient)
+    photo = GRAY_32.to_model(data.decode_image(files[0]))
+    mirrors = [photo, photo[:, ::-1], photo[::-1], photo[::-1, ::-1]]
+
+    def targets_and_masks(flips: bool, count: int = 6) -> tuple[list, list]:
+        train, _ = data.training_datasets(files[:4], files[4:], preprocessing=GRAY_32, batch_size=4, seed=0,
+                                          flips=flips, defects=True, fit_example=lambda x, y, m: (y, m))
+        pairs = [(targets.numpy(), masks.numpy()) for _ in range(count) for targets, masks in train]
+        return [image for targets, _ in pairs for image in targets], [mask for _, masks in pairs for mask in masks]
+
+    targets, masks = targets_and_masks(True)
+    kinds = [next(kind for kind, mirror in enumerate(mirrors) if np.array_equal(target, mirror)) for target in targets]
+    assert set(kinds) == {0, 1, 2, 3}  # all four mirror images, and nothing else (next() would raise)
+    assert all(np.array_equal(a, b) for a, b in zip(targets, targets_and_masks(True)[0]))  # a seed repeats them
+    unflipped_targets, unflipped_masks = targets_and_masks(False)
+    assert all(np.array_equal(target, photo) for target in unflipped_targets)
+    # The painter drew the same defects: the same images damaged, in the same places (a pixel or two may differ
+    # where a fill happens to equal the flipped photo, which the mask leaves out).
+    assert [mask.any() for mask in masks] == [mask.any() for mask in unflipped_masks] and any(m.any() for m in masks)
+    for mask, unflipped in zip(masks, unflipped_masks):
+        if mask.any():
+            assert ((mask > 0) & (unflipped > 0)).sum() >= 0.9 * ((mask > 0) | (unflipped > 0)).sum()

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from utils.defects import (DEFECT_TYPES, PAINTERS, TEXTURED_MAX_COVERAGE, add_denoising_noise, add_training_defect,
-                           main, paint_defect)
+from utils.defects import (ANY_SIZE_MAX_COVERAGE, DEFECT_TYPES, PAINTERS, TEXTURED_MAX_COVERAGE, add_denoising_noise,
+                           add_training_defect, main, paint_defect)
 from utils.synthetic import render_part
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -96,8 +96,23 @@ def test_training_mask_is_positive_exactly_where_pixels_changed(shape, painter):
         changed = (painted != original).any(axis=-1)
         assert np.array_equal(covered, changed), f"seed {seed}: mask and changed pixels disagree"
         assert np.array_equal(painted[~covered], original[~covered])  # bit-identical outside the mask
-        most = 2 * (0.04 if painter == "basic" else TEXTURED_MAX_COVERAGE)  # the coverage plus a soft rim
-        assert 0 < covered.sum() <= most * shape[0] * shape[1]
+        largest = {"basic": 0.04, "textured": TEXTURED_MAX_COVERAGE, "any-size": ANY_SIZE_MAX_COVERAGE}[painter]
+        assert 0 < covered.sum() <= 2 * largest * shape[0] * shape[1]  # the coverage plus a soft rim
+
+
+def test_any_size_painter_paints_patches_beyond_the_textured_ones_and_keeps_small_ones_common():
+    import tensorflow as tf
+
+    image = textured((64, 64, 1))
+
+    def coverages(painter: str) -> np.ndarray:
+        masks = [paint(painter, image, probability=1.0, seed=tf.constant([seed, 5]))[1].numpy() for seed in range(60)]
+        return np.array([(mask > 0).mean() for mask in masks])
+
+    textured_sizes, any_sizes = coverages("textured"), coverages("any-size")
+    assert textured_sizes.max() <= 2 * TEXTURED_MAX_COVERAGE
+    assert (any_sizes > 2 * TEXTURED_MAX_COVERAGE).sum() >= 5  # uneven bands, wide stains
+    assert (any_sizes < 0.05).sum() >= 20  # pits and strokes stay common
 
 
 @pytest.mark.parametrize("painter", PAINTERS)

@@ -74,6 +74,8 @@ class TrainConfig:
     lr_decay: bool = option(False, "halve the learning rate after half the patience (at least 2 epochs) without a "
                             "better validation loss, so long runs settle instead of bouncing on a plateau")
     augment: bool = option(False, "random flips, ±10° rotations and ±0.1 brightness")
+    flips: bool = option(False, "random left-right and up-down mirror images of the training photos (nothing "
+                         "else changes: a surface's texture keeps its direction)")
     noise: bool = option(False, "denoising training: random bright lines and gaussian noise (σ 0.1) on the "
                          "input, clean target")
     synthetic_defects: bool = option(False, "defect-removal training: half the inputs get a painted blob or "
@@ -81,7 +83,8 @@ class TrainConfig:
     painter: str = option("basic", "with --synthetic-defects: basic (blobs up to 4 %% and strokes, filled with the "
                           "photo itself or a flat tone) or textured (also long and scattered patches up to 12 %%, "
                           "filled with another good photo re-toned, a procedural texture, the photo itself or "
-                          "a flat tone, at 20-100 %% opacity)", choices="painters")
+                          "a flat tone, at 20-100 %% opacity) or any-size (textured, with patches of any size "
+                          "from 0.3 %% to half the image, log-uniform)", choices="painters")
     threshold_from: str = option("validation", "how calibration sets the threshold: validation (the lowest at "
                                  "which no held-out good image is NOK) or synthetic (the best balanced accuracy "
                                  "between the held-out good images and the same with painted defects: more "

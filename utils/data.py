@@ -257,6 +257,7 @@ def training_datasets(
     batch_size: int,
     seed: int,
     augment: bool = False,
+    flips: bool = False,
     noise: bool = False,
     defects: bool = False,
     painter: str = "basic",
@@ -269,7 +270,8 @@ def training_datasets(
     Each element is first (input, clean target, defect mask H×W×1 in [0, 1]); ``fit_example(inputs, targets,
     masks)`` (a model spec's; default: (input, target), an autoencoder's pair) turns a batch into what the model
     fits. Decoded, preprocessed images are cached in memory as uint8 after the first epoch; shuffling,
-    augmentation, denoising noise and synthetic defects are applied after the cache so they differ every epoch.
+    augmentation (``flips``: mirror images only), denoising noise and synthetic defects are applied after the cache
+    so they differ every epoch.
     Validation is clean, unless `damaged_validation`: then it gets synthetic defects drawn once (the same every
     epoch, so its losses compare), for models that learn to find them.
     """
@@ -291,7 +293,10 @@ def training_datasets(
     # One seed per element, new every epoch but fixed by `seed`: stateful random ops in a map can repeat the
     # same draws epoch after epoch once Keras sets a global seed, and depend on the map's parallel order.
     element_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    train = with_other_photos(tf.data.Dataset.zip(train, element_seeds), batch_size)
+    train = tf.data.Dataset.zip(train, element_seeds)
+    if flips:
+        train = train.map(mirrored, num_parallel_calls=tf.data.AUTOTUNE)
+    train = with_other_photos(train, batch_size)
     train = train.map(training_triple(noise=noise, defects=defects, painter=painter),
                       num_parallel_calls=tf.data.AUTOTUNE)
     train = train.batch(batch_size).map(fit_example).prefetch(tf.data.AUTOTUNE)
@@ -327,6 +332,16 @@ def random_tiles(photos, tile: int, *, seed: int, new_each_epoch: bool):
     channels = photos.element_spec.shape[-1]
     cropped = tf.data.Dataset.zip(photos, photo_seeds).flat_map(crops)
     return cropped.map(lambda image: tf.ensure_shape(image, (tile, tile, channels)))
+
+
+def mirrored(image, seed):
+    """(image, seed) → (the image flipped left-right and up-down, each with probability ½, seed). The flips draw
+    from a seed folded out of the element's own, so the element's other draws (painter, noise) stay as they were."""
+    import tensorflow as tf
+
+    flip_seeds = random_seeds(tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 0x0F11), 2)
+    image = tf.image.stateless_random_flip_left_right(image, flip_seeds[0])
+    return tf.image.stateless_random_flip_up_down(image, flip_seeds[1]), seed
 
 
 def with_other_photos(pairs, group: int):

@@ -314,22 +314,27 @@ def _paint_blob_or_stroke(image, seeds, *, max_coverage: float):
     return _blend_where_changed(image, fill, opacity, coverage)
 
 
-PAINTERS = ("basic", "textured")  # training-time painters, by name (train.py --painter)
+PAINTERS = ("basic", "textured", "any-size")  # training-time painters, by name (train.py --painter)
 TEXTURED_MAX_COVERAGE = 0.12
+ANY_SIZE_MAX_COVERAGE = 0.5  # the any-size painter's largest patch: half the image (uneven grinding, wide stains)
 
 
 def add_training_defect(image, other, *, painter: str = "basic", probability: float = 0.5, seed=None):
     """One training input and its damage mask with the named painter: ``basic`` is `add_synthetic_defects`;
-    ``textured`` is `add_textured_defects`, which fills from `other` (another good photo of the same shape)."""
+    ``textured`` is `add_textured_defects`, which fills from `other` (another good photo of the same shape);
+    ``any-size`` is the textured painter with patches of any size, log-uniform from 0.3 % to half the image."""
     if painter == "basic":
         return add_synthetic_defects(image, probability=probability, seed=seed)
     if painter == "textured":
         return add_textured_defects(image, other, probability=probability, seed=seed)
+    if painter == "any-size":
+        return add_textured_defects(image, other, probability=probability, max_coverage=ANY_SIZE_MAX_COVERAGE,
+                                    log_uniform=True, seed=seed)
     raise ValueError(f"painter must be one of {PAINTERS}; got {painter!r}")
 
 
 def add_textured_defects(image, other, *, probability: float = 0.5, max_coverage: float = TEXTURED_MAX_COVERAGE,
-                         seed=None):
+                         log_uniform: bool = False, seed=None):
     """Like `add_synthetic_defects`, with the variety DRAEM's ablation found to matter (Zavrtanik et al., ICCV
     2021), drawn from the data set itself instead of a texture library: (image, mask H×W×1 float in [0, 1]).
 
@@ -340,24 +345,27 @@ def add_textured_defects(image, other, *, probability: float = 0.5, max_coverage
     inverted: foreign structure of the same kind); a procedural texture (a few octaves of smooth noise at a
     random tone and contrast); the image itself turned and shifted; or a flat tone plus a little noise. Opacity is
     20–100 %, so faint defects are learnt too. The mask has the same meaning and guarantees as
-    `add_synthetic_defects`' (> 0 exactly where a channel changed).
+    `add_synthetic_defects`' (> 0 exactly where a channel changed). `log_uniform`: draw the patch's coverage
+    log-uniformly instead of uniformly, so that small patches stay as common when `max_coverage` is large.
     """
     import tensorflow as tf
 
     seeds = random_seeds(seed, 2)
     damage = tf.random.stateless_uniform([], seeds[0]) < probability
-    return tf.cond(damage, lambda: _paint_textured(image, other, seeds[1], max_coverage=max_coverage),
+    return tf.cond(damage, lambda: _paint_textured(image, other, seeds[1], max_coverage=max_coverage,
+                                                   log_uniform=log_uniform),
                    lambda: (image, tf.zeros_like(image[:, :, :1])))
 
 
-def _paint_textured(image, other, seed, *, max_coverage: float):
+def _paint_textured(image, other, seed, *, max_coverage: float, log_uniform: bool = False):
     import tensorflow as tf
 
     seeds = random_seeds(seed, 8)
     height, width, channels = image.shape
     is_stroke = tf.random.stateless_uniform([], seeds[0]) < 1 / 3
     coverage = tf.cond(is_stroke, lambda: _stroke_mask(height, width, seed=seeds[1]),
-                       lambda: _patch_mask(height, width, max_coverage=max_coverage, seed=seeds[2]))[:, :, None]
+                       lambda: _patch_mask(height, width, max_coverage=max_coverage, log_uniform=log_uniform,
+                                           seed=seeds[2]))[:, :, None]
     fills = [lambda: _retoned(other, seeds[3]),
              lambda: _procedural_texture(height, width, channels, seeds[4]),
              lambda: _turned_and_shifted(image, seeds[5]),
@@ -431,9 +439,9 @@ def _procedural_texture(height: int, width: int, channels: int, seed):
     return tf.clip_by_value(tone + contrast * texture[:, :, None], 0.0, 1.0)
 
 
-def _patch_mask(height: int, width: int, *, max_coverage: float, seed):
+def _patch_mask(height: int, width: int, *, max_coverage: float, seed, log_uniform: bool = False):
     """H×W float mask in [0, 1]: the top 0.3 %–max_coverage of a smooth random field with 2–32 cells per axis,
-    drawn independently (so patches can be round, long, or many)."""
+    drawn independently (so patches can be round, long, or many); the coverage uniform, or log-uniform."""
     import tensorflow as tf
 
     seeds = random_seeds(seed, 4)
@@ -441,7 +449,10 @@ def _patch_mask(height: int, width: int, *, max_coverage: float, seed):
     cols = 2 ** tf.random.stateless_uniform([], seeds[1], 1, 6, dtype=tf.int32)
     coarse = tf.random.stateless_uniform(tf.stack([1, rows + 1, cols + 1, 1]), seeds[2])
     field = tf.image.resize(coarse, [height, width], method="bicubic")[0, :, :, 0]
-    coverage = tf.random.stateless_uniform([], seeds[3], 0.003, max_coverage)
+    if log_uniform:
+        coverage = tf.exp(tf.random.stateless_uniform([], seeds[3], np.log(0.003), np.log(max_coverage)))
+    else:
+        coverage = tf.random.stateless_uniform([], seeds[3], 0.003, max_coverage)
     descending = tf.sort(tf.reshape(field, [-1]), direction="DESCENDING")
     cutoff = descending[tf.cast(coverage * height * width, tf.int32)]
     return tf.clip_by_value((field - cutoff) / 0.02, 0.0, 1.0)

@@ -331,7 +331,8 @@ def fit_model(config: TrainConfig, run_dir: Path, run_config: dict, *, callbacks
     skipped: set[str] = set()
     train_data, validation_data = data_module.training_datasets(
         train_files, validation_files, preprocessing=preprocessing_of(config), batch_size=config.batch_size * replicas,
-        seed=config.seed, augment=config.augment, noise=config.noise, defects=config.synthetic_defects,
+        seed=config.seed, augment=config.augment, flips=config.flips, noise=config.noise,
+        defects=config.synthetic_defects,
         painter=config.painter, skipped=skipped, fit_example=spec.fit_example, damaged_validation=config.head)
     if config.distribute != "none":
         train_data, validation_data = shard_by_data(train_data), shard_by_data(validation_data)
