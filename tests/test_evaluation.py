@@ -173,3 +173,33 @@ def test_the_synthetic_check_scores_clean_and_painted_validation_images(tiny_run
     check = synthetic_check(tiny_run, seed=0)
     assert check["n_images"] == 2 * len(validation) and 0.0 <= check["synthetic_auroc"] <= 1.0
     assert synthetic_check(tiny_run, seed=0) == check  # the painted defects are fixed by the seed
+
+
+@pytest.mark.parametrize("factor", [1.0, 0.25])
+def test_synthetic_defects_are_painted_at_the_models_scale_as_training_paints_them(factor):
+    import cv2
+    import tensorflow as tf
+
+    from utils.defects import add_synthetic_defects
+    from utils.evaluation import painted_at_model_scale
+
+    rows, columns = np.mgrid[0:256, 0:192]
+    view = (0.2 + 0.6 * columns / 192 + 0.1 * np.sin(rows / 17))[:, :, None].astype(np.float32)  # smooth, no repeats
+    size = (round(192 * factor), round(256 * factor))
+
+    def shrunk(image: np.ndarray) -> np.ndarray:  # the photo on its way into the model
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], 1)
+
+    overlaps = []
+    for seed in range(12):
+        clean, damaged = painted_at_model_scale(view, factor, seed=(seed, 0))
+        assert clean.shape == damaged.shape == view.shape
+        if factor == 1.0:
+            np.testing.assert_array_equal(clean, view)  # the stretch mode's views are the model inputs already
+        # Where the model sees damage is where the painter draws at the model's scale (strokes 1-3 model px
+        # wide), not a defect painted at the photo's pixels and thinned on the way in (mean overlap 0.56 then).
+        drawn = add_synthetic_defects(tf.constant(shrunk(view)), probability=1.0, seed=tf.constant((seed, 0)))[0]
+        expected = np.abs(drawn.numpy() - shrunk(view)) > 0.02
+        seen = np.abs(shrunk(damaged) - shrunk(clean)) > 0.02
+        overlaps.append((expected & seen).sum() / max(1, (expected | seen).sum()))
+    assert np.mean(overlaps) >= 0.75, np.round(overlaps, 2)

@@ -433,11 +433,11 @@ def report_text(run_name: str, folder: Path, evaluations: dict, state: StreamSta
 
 def synthetic_pairs(inspector, *, seed: int) -> tuple[list, list]:
     """The run's readable held-out good images as the decisions see them, then each again with one defect painted
-    on (seeded by `seed` and its index): (images, labels, True = painted)."""
-    import tensorflow as tf
+    on (seeded by `seed` and its index): (images, labels, True = painted).
 
-    from utils.defects import add_synthetic_defects
-
+    The defect is painted at the model's scale, as training paints them: where the preprocessing shrinks the photo
+    (keep-aspect, tiles with --scale below 1), on the photo shrunk so, both versions then brought back to the
+    photo's size alike (a stroke a pixel wide at the photo's own pixels would vanish on the way in)."""
     clean, damaged = [], []
     for index, path in enumerate(inspector.run.config.get("validation_files", [])):
         try:
@@ -445,12 +445,36 @@ def synthetic_pairs(inspector, *, seed: int) -> tuple[list, list]:
         except ValueError as error:
             log.warning("Skipping: %s", error)
             continue
-        painted, _ = add_synthetic_defects(tf.constant(view), probability=1.0, seed=tf.constant([seed, index]))
-        clean.append(view)
-        damaged.append(painted.numpy())
+        good, painted = painted_at_model_scale(view, inspector.preprocessing.model_scale(view.shape),
+                                               seed=(seed, index))
+        clean.append(good)
+        damaged.append(painted)
     if not clean:
         raise ValueError(f"Run {str(inspector.run.path)!r} has no readable validation images for a synthetic check.")
     return clean + damaged, [False] * len(clean) + [True] * len(damaged)
+
+
+def painted_at_model_scale(view: np.ndarray, factor: float, *, seed: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(clean, damaged) H×W×C float32 views: one synthetic defect (utils.defects.add_synthetic_defects) painted on
+    `view` shrunk by `factor` when below 1, both versions then resized back to the view's size (bilinear)."""
+    import cv2
+    import tensorflow as tf
+
+    from utils.defects import add_synthetic_defects
+
+    height, width, channels = view.shape
+    small = view
+    if factor < 1.0:
+        size = (max(1, round(width * factor)), max(1, round(height * factor)))
+        small = cv2.resize(view, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], channels)
+    painted = add_synthetic_defects(tf.constant(small), probability=1.0, seed=tf.constant(seed))[0].numpy()
+    if small is view:
+        return view, painted
+
+    def back(image: np.ndarray) -> np.ndarray:
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR).reshape(height, width, channels)
+
+    return back(small), back(painted)
 
 
 def synthetic_check(model: str | Path, *, seed: int = 0, batch_size: int = 8) -> dict:

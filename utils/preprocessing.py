@@ -102,6 +102,10 @@ class Stretch:
         """The photo as decisions see it (float32 in [0, 1]): here the model input."""
         return self.to_model(image)
 
+    def model_scale(self, view_shape: tuple[int, ...]) -> float:
+        """How much a view of this shape (`view`'s) is scaled on its way into the model: 1, it is the input."""
+        return 1.0
+
     def photo(self, image: np.ndarray) -> np.ndarray:
         """The photo in the run's colour mode at its own pixels (float32 in [0, 1]), where outputs are reported."""
         return _unit(to_color_mode(image, self.color_mode))
@@ -172,6 +176,10 @@ class KeepAspect:
 
     def view(self, image: np.ndarray) -> np.ndarray:
         return _unit(to_color_mode(image, self.color_mode))
+
+    def model_scale(self, view_shape: tuple[int, ...]) -> float:
+        """The factor that brings the photo's longer side to `size`."""
+        return self.size / max(int(view_shape[0]), int(view_shape[1]))
 
     photo = view
     mask_for = Stretch.mask_for
@@ -249,6 +257,10 @@ class Tiles:
 
     def view(self, image: np.ndarray) -> np.ndarray:
         return _unit(to_color_mode(image, self.color_mode))
+
+    def model_scale(self, view_shape: tuple[int, ...]) -> float:
+        """`scale`, whatever the photo's size."""
+        return float(self.scale)
 
     photo = view
     mask_for = Stretch.mask_for
