@@ -207,3 +207,25 @@ def test_flips_give_mirror_images_only_repeatably_and_leave_the_painters_draws_a
     for mask, unflipped in zip(masks, unflipped_masks):
         if mask.any():
             assert ((mask > 0) & (unflipped > 0)).sum() >= 0.9 * ((mask > 0) | (unflipped > 0)).sum()
+
+
+def test_relight_changes_brightness_smoothly_by_at_most_the_gain_and_repeatably(tmp_path):
+    files = [tmp_path / f"{index}.png" for index in range(5)]
+    for path in files:
+        cv2.imwrite(str(path), np.full((32, 32), 120, np.uint8))  # flat, so the ratio to it is the gain itself
+    photo = GRAY_32.to_model(data.decode_image(files[0]))
+
+    def targets() -> list[np.ndarray]:
+        train, _ = data.training_datasets(files[:4], files[4:], preprocessing=GRAY_32, batch_size=4, seed=0,
+                                          relight=True, fit_example=lambda x, y, m: y)
+        return [image for _ in range(5) for batch in train for image in batch.numpy()]
+
+    relit = targets()
+    gains = [target[:, :, 0] / photo[:, :, 0] for target in relit]
+    assert all(np.abs(gain - 1).max() <= data.RELIGHT_GAIN + 0.01 for gain in gains)
+    assert sum(np.abs(gain - 1).max() > 0.02 for gain in gains) >= 10  # most photos are relit noticeably
+    # Smooth: neighbouring pixels' gains differ far less than the gain varies across the photo.
+    steps = [max(np.abs(np.diff(gain, axis=0)).max(), np.abs(np.diff(gain, axis=1)).max()) for gain in gains]
+    spreads = [gain.max() - gain.min() for gain in gains]
+    assert all(step <= 0.5 * spread + 0.01 for step, spread in zip(steps, spreads))
+    assert all(np.array_equal(a, b) for a, b in zip(relit, targets()))  # a seed repeats them

@@ -76,6 +76,9 @@ class TrainConfig:
     augment: bool = option(False, "random flips, ±10° rotations and ±0.1 brightness")
     flips: bool = option(False, "random left-right and up-down mirror images of the training photos (nothing "
                          "else changes: a surface's texture keeps its direction)")
+    relight: bool = option(False, "random smooth lighting on the training photos (a gain of up to ±20 %% varying "
+                           "slowly across the photo, input and target alike), so uneven light is not learnt as "
+                           "damage")
     noise: bool = option(False, "denoising training: random bright lines and gaussian noise (σ 0.1) on the "
                          "input, clean target")
     synthetic_defects: bool = option(False, "defect-removal training: half the inputs get a painted blob or "

@@ -258,6 +258,7 @@ def training_datasets(
     seed: int,
     augment: bool = False,
     flips: bool = False,
+    relight: bool = False,
     noise: bool = False,
     defects: bool = False,
     painter: str = "basic",
@@ -270,8 +271,8 @@ def training_datasets(
     Each element is first (input, clean target, defect mask H×W×1 in [0, 1]); ``fit_example(inputs, targets,
     masks)`` (a model spec's; default: (input, target), an autoencoder's pair) turns a batch into what the model
     fits. Decoded, preprocessed images are cached in memory as uint8 after the first epoch; shuffling,
-    augmentation (``flips``: mirror images only), denoising noise and synthetic defects are applied after the cache
-    so they differ every epoch.
+    augmentation (``flips``: mirror images only; ``relight``: smooth lighting), denoising noise and synthetic
+    defects are applied after the cache so they differ every epoch.
     Validation is clean, unless `damaged_validation`: then it gets synthetic defects drawn once (the same every
     epoch, so its losses compare), for models that learn to find them.
     """
@@ -296,6 +297,8 @@ def training_datasets(
     train = tf.data.Dataset.zip(train, element_seeds)
     if flips:
         train = train.map(mirrored, num_parallel_calls=tf.data.AUTOTUNE)
+    if relight:
+        train = train.map(relit, num_parallel_calls=tf.data.AUTOTUNE)
     train = with_other_photos(train, batch_size)
     train = train.map(training_triple(noise=noise, defects=defects, painter=painter),
                       num_parallel_calls=tf.data.AUTOTUNE)
@@ -342,6 +345,24 @@ def mirrored(image, seed):
     flip_seeds = random_seeds(tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 0x0F11), 2)
     image = tf.image.stateless_random_flip_left_right(image, flip_seeds[0])
     return tf.image.stateless_random_flip_up_down(image, flip_seeds[1]), seed
+
+
+RELIGHT_GAIN = 0.2  # the largest change of brightness `relit` makes anywhere, as a fraction
+
+
+def relit(image, seed):
+    """(image, seed) → (the image under smooth random lighting, seed): multiplied by a gain of 1 ± up to
+    RELIGHT_GAIN that varies slowly across it (a bicubic field of 2–4 cells a side), clipped to [0, 1]. Its draws
+    come from a seed folded out of the element's own, as `mirrored`'s do."""
+    import tensorflow as tf
+
+    seeds = random_seeds(tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 0x119), 3)
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    cells = tf.random.stateless_uniform([2], seeds[0], 2, 5, dtype=tf.int32)
+    coarse = tf.random.stateless_uniform(tf.concat([[1], cells, [1]], axis=0), seeds[1], -1.0, 1.0)
+    field = tf.image.resize(coarse, tf.stack([height, width]), method="bicubic")[0]
+    amplitude = tf.random.stateless_uniform([], seeds[2], 0.0, RELIGHT_GAIN)
+    return tf.clip_by_value(image * (1.0 + amplitude * tf.clip_by_value(field, -1.0, 1.0)), 0.0, 1.0), seed
 
 
 def with_other_photos(pairs, group: int):

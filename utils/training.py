@@ -331,7 +331,7 @@ def fit_model(config: TrainConfig, run_dir: Path, run_config: dict, *, callbacks
     skipped: set[str] = set()
     train_data, validation_data = data_module.training_datasets(
         train_files, validation_files, preprocessing=preprocessing_of(config), batch_size=config.batch_size * replicas,
-        seed=config.seed, augment=config.augment, flips=config.flips, noise=config.noise,
+        seed=config.seed, augment=config.augment, flips=config.flips, relight=config.relight, noise=config.noise,
         defects=config.synthetic_defects,
         painter=config.painter, skipped=skipped, fit_example=spec.fit_example, damaged_validation=config.head)
     if config.distribute != "none":
