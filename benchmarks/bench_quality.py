@@ -101,12 +101,15 @@ def data_root(data: str | None) -> Path:
 
 
 def benchmark_model(config, model: str, runs_dir: Path) -> dict:
-    """Train `model` with the benchmark's options, evaluate it on the test images of its data, return its row."""
+    """Train `model` with the benchmark's options, evaluate it on the test images of its data (the demo set when
+    `config.data` is None), return its row."""
     from utils.evaluation import evaluate, synthetic_check
     from utils.training import train
 
     config = dataclasses.replace(config, model=model, out=str(runs_dir),
                                  params=config.params if model == "myCAE_optuna" else None)
+    command = reproducing_command(config, model)  # before the demo set's path is filled in: no machine paths
+    config = dataclasses.replace(config, data=str(data_root(config.data)))
     started = time.perf_counter()
     run_dir = train(config)
     train_seconds = time.perf_counter() - started
@@ -119,7 +122,7 @@ def benchmark_model(config, model: str, runs_dir: Path) -> dict:
            **{key: metrics[key] for key in ("image_auroc", "pixel_auroc", "aupro", "iou_bbox_mean",
                                             "balanced_accuracy", "tpr", "tnr", "synthetic_auroc",
                                             "tpr_synthetic_threshold", "tnr_synthetic_threshold")},
-           "train_seconds": round(train_seconds, 1), "command": reproducing_command(config, model)}
+           "train_seconds": round(train_seconds, 1), "command": command}
     return {key: row[key] for key in ROW_KEYS}
 
 
@@ -187,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     from utils.run import write_json
 
     config = bench_config(args)
-    data = data_root(config.data)
-    rows, failures = run_benchmark(args, dataclasses.replace(config, data=str(data)))
+    data = data_root(config.data)  # generated now when it is the demo set, before any model trains
+    rows, failures = run_benchmark(args, config)
     out = Path(args.out) if args.out else PROJECT_ROOT / "benchmarks" / "results" / f"quality_{dataset_name(data)}.json"
     if rows:
         out.parent.mkdir(parents=True, exist_ok=True)
