@@ -28,21 +28,26 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
-def spec(name: str, *, head: bool = False) -> ModelSpec:
-    """The registry entry of model `name` (with a segmentation head: models/segmentation_head.py); ValueError
-    listing the valid names."""
+def spec(name: str, *, head: bool = False, members: int = 1) -> ModelSpec:
+    """The registry entry of model `name` (with a segmentation head: models/segmentation_head.py; `members` > 1:
+    an ensemble of that many, which needs the head); ValueError listing the valid names."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}")
-    return with_head(MODELS[name]) if head else MODELS[name]
+    if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+        raise ValueError(f"members must be a positive integer; got {members!r}")
+    if members > 1 and not head:
+        raise ValueError("an ensemble (--members above 1) averages segmentation heads' maps: add --head")
+    return with_head(MODELS[name], members=members) if head else MODELS[name]
 
 
-def build(name: str, input_shape: Sequence[int], *, head: bool = False, **hparams):
-    """Build the registered autoencoder `name` (with `head`: plus a segmentation head) for `input_shape`.
+def build(name: str, input_shape: Sequence[int], *, head: bool = False, members: int = 1, **hparams):
+    """Build the registered autoencoder `name` (with `head`: plus a segmentation head; `members` > 1: an ensemble
+    of that many) for `input_shape`.
 
     Returns (model, encoder). Raises ValueError for an unknown name, an unknown hyperparameter,
     a bad hyperparameter value, or a size the architecture cannot take; each message lists what is valid.
     """
-    builder = spec(name, head=head).builder
+    builder = spec(name, head=head, members=members).builder
     valid = hparam_names(name)
     unknown = sorted(set(hparams) - set(valid))
     if unknown:

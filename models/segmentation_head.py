@@ -11,6 +11,12 @@ defects stand out.
 Losses: the reconstruction loss of ``--loss`` on the restoration (``ssim_l1`` is what DRAEM's L2 + SSIM amounts
 to here), and a focal loss (γ = 2) on the segmentation, which keeps the many easy background pixels from
 drowning the few damaged ones.
+
+An ensemble (``--members N``): N such models side by side in one Keras model, each from its own initial weights,
+all fitting the same batches with their own losses (on the ``member_*`` outputs, the members' outputs stacked
+along channels: the losses average over channels, so over members); the first two outputs are the members'
+averages, so the Inspector, calibration and exports read it as one model. Members' errors are partly
+independent, and averaging their maps lowers the false alarms any one of them raises.
 """
 from __future__ import annotations
 
@@ -26,8 +32,34 @@ BN_MOMENTUM = 0.9
 PRIOR_LOGIT = -4.6  # the head starts at p ≈ 0.01 damaged per pixel (focal loss's prior initialisation)
 
 
-def build_with_head(builder, input_shape, **hparams):
-    """(model with outputs [reconstruction, segmentation], the CAE's encoder) for the CAE `builder` builds."""
+def build_with_head(builder, input_shape, *, members: int = 1, **hparams):
+    """(model with outputs [reconstruction, segmentation], the CAE's encoder) for the CAE `builder` builds; with
+    `members` > 1 an ensemble of that many (outputs [reconstruction, segmentation, member_reconstructions,
+    member_segmentations], the first member's encoder)."""
+    if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+        raise ValueError(f"members must be a positive integer; got {members!r}")
+    if members == 1:
+        return _build_one(builder, input_shape, **hparams)
+    return _build_ensemble(builder, input_shape, members, **hparams)
+
+
+def _build_ensemble(builder, input_shape, members: int, **hparams):
+    import keras
+    from keras import layers
+
+    copies = [_build_one(builder, input_shape, name=f"member{index + 1}", **hparams) for index in range(members)]
+    inputs = keras.Input(shape=tuple(input_shape), name="input")
+    outputs = [member(inputs) for member, _ in copies]
+    reconstructions, segmentations = [output[0] for output in outputs], [output[1] for output in outputs]
+    model = keras.Model(inputs, [layers.Average(name="reconstruction")(reconstructions),
+                                 layers.Average(name="segmentation")(segmentations),
+                                 layers.Concatenate(name="member_reconstructions")(reconstructions),
+                                 layers.Concatenate(name="member_segmentations")(segmentations)],
+                        name=f"{copies[0][0].name}_x{members}")
+    return model, copies[0][1]
+
+
+def _build_one(builder, input_shape, *, name: str | None = None, **hparams):
     import keras
     from keras import layers
 
@@ -51,7 +83,7 @@ def build_with_head(builder, input_shape, **hparams):
         features = _double_conv(features, filters, f"head_up{level}")
     segmentation = layers.Conv2D(1, 1, activation="sigmoid", name="segmentation",
                                  bias_initializer=keras.initializers.Constant(PRIOR_LOGIT))(features)
-    return keras.Model(inputs, [reconstruction, segmentation], name=f"{autoencoder.name}_head"), encoder
+    return keras.Model(inputs, [reconstruction, segmentation], name=name or f"{autoencoder.name}_head"), encoder
 
 
 def _double_conv(features, filters: int, prefix: str):
@@ -82,6 +114,36 @@ def compile_with_head(model, options: Any) -> None:
 def head_example(inputs, targets, masks):
     """The head model fits (damaged input) → (clean target, damage mask)."""
     return inputs, {"reconstruction": targets, "segmentation": masks}
+
+
+def compile_ensemble(model, options: Any) -> None:
+    """As `compile_with_head`, each member on its own outputs; the AUC is the ensemble's (the averaged map's)."""
+    import keras
+
+    from utils.losses import get_loss
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(options.lr),
+        loss={"reconstruction": None, "segmentation": None,  # the averages train through their members' losses
+              "member_reconstructions": get_loss(options.loss),
+              "member_segmentations": keras.losses.BinaryFocalCrossentropy(gamma=FOCAL_GAMMA)},
+        loss_weights={"reconstruction": 0.0, "segmentation": 0.0, "member_reconstructions": 1.0,
+                      "member_segmentations": SEGMENTATION_WEIGHT},
+        metrics={"segmentation": [keras.metrics.AUC(name="auc", num_thresholds=100)]},
+    )
+
+
+def ensemble_example(members: int):
+    """The ensemble fits (damaged input) → every member's (clean target, damage mask), and the averages'."""
+
+    def example(inputs, targets, masks):
+        import tensorflow as tf
+
+        return inputs, {"reconstruction": targets, "segmentation": masks,
+                        "member_reconstructions": tf.tile(targets, [1, 1, 1, members]),
+                        "member_segmentations": tf.tile(masks, [1, 1, 1, members])}
+
+    return example
 
 
 def segmentation_map(inputs, outputs):

@@ -42,14 +42,19 @@ class ModelSpec:
         return choose(self.anomaly_maps, name, model=model)
 
 
-def with_head(base: ModelSpec) -> ModelSpec:
-    """`base` (an autoencoder's spec) with a segmentation head on (input, reconstruction): restore and segment.
-    Its default map is the head's; the autoencoder's maps stay available."""
+def with_head(base: ModelSpec, *, members: int = 1) -> ModelSpec:
+    """`base` (an autoencoder's spec) with a segmentation head on (input, reconstruction): restore and segment;
+    with `members` > 1, an ensemble of that many, their maps averaged. Its default map is the head's; the
+    autoencoder's maps stay available."""
     from functools import partial
 
-    from models.segmentation_head import build_with_head, compile_with_head, head_example, segmentation_map
+    from models.segmentation_head import (build_with_head, compile_ensemble, compile_with_head, ensemble_example,
+                                          head_example, segmentation_map)
 
     segmentation = AnomalyMap("segmentation", segmentation_map, (0.0, 1.0),
                               "the segmentation head's probability of a defect")
-    return ModelSpec(builder=partial(build_with_head, base.builder), anomaly_maps=(segmentation, *base.anomaly_maps),
-                     compile=compile_with_head, fit_example=head_example)
+    ensemble = members > 1
+    return ModelSpec(builder=partial(build_with_head, base.builder, members=members),
+                     anomaly_maps=(segmentation, *base.anomaly_maps),
+                     compile=compile_ensemble if ensemble else compile_with_head,
+                     fit_example=ensemble_example(members) if ensemble else head_example)

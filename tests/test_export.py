@@ -15,20 +15,20 @@ from conftest import PROJECT_ROOT, TINY_SIZE
 
 FORMATS = ("onnx", "openvino")
 TOLERANCE = 1e-4  # the issue's parity bound, in map units
-# (model, size, head): the smallest size each architecture takes; the head on myCAE
-MODEL_CASES = [(name, 64 if name in ("mvtecCAE", "baselineCAE", "inceptionCAE") else TINY_SIZE, False)
+# (model, size, head, members): the smallest size each architecture takes; the head on myCAE, alone and two of them
+MODEL_CASES = [(name, 64 if name in ("mvtecCAE", "baselineCAE", "inceptionCAE") else TINY_SIZE, False, 1)
                for name in ("mvtecCAE", "baselineCAE", "inceptionCAE", "resnetCAE", "skipCAE", "myCAE", "myCAE_optuna")]
-MODEL_CASES.append(("myCAE", TINY_SIZE, True))
+MODEL_CASES += [("myCAE", TINY_SIZE, True, 1), ("myCAE", TINY_SIZE, True, 2)]
 
 
 def test_the_cases_cover_every_registry_model():
     import models
 
-    assert {name for name, _, _ in MODEL_CASES} == set(models.MODELS)
-    assert any(head for _, _, head in MODEL_CASES)
+    assert {name for name, _, _, _ in MODEL_CASES} == set(models.MODELS)
+    assert any(head for _, _, head, _ in MODEL_CASES) and any(members > 1 for *_, members in MODEL_CASES)
 
 
-def write_untrained_run(folder: Path, name: str, size: int, *, head: bool = False,
+def write_untrained_run(folder: Path, name: str, size: int, *, head: bool = False, members: int = 1,
                         anomaly_map: str | None = None) -> Path:
     """A run folder as train.py writes it (model.keras, config.json), for an untrained model: parity needs no training."""
     import models
@@ -36,10 +36,12 @@ def write_untrained_run(folder: Path, name: str, size: int, *, head: bool = Fals
     from utils.run import save_model, write_json
 
     folder.mkdir(parents=True)
-    model, encoder = models.build(name, (size, size, 1), head=head)
-    if head:  # untrained, the head says ≈0.5 everywhere; sharpened, its map differs between images as a trained one's
-        kernel, bias = model.get_layer("segmentation").get_weights()
-        model.get_layer("segmentation").set_weights([kernel * 30.0, bias])
+    model, encoder = models.build(name, (size, size, 1), head=head, members=members)
+    # Untrained, a head says ≈0.5 everywhere; sharpened, its map differs between images as a trained one's.
+    heads = [model] if members == 1 else [model.get_layer(f"member{index + 1}") for index in range(members)]
+    for with_head in heads if head else []:
+        kernel, bias = with_head.get_layer("segmentation").get_weights()
+        with_head.get_layer("segmentation").set_weights([kernel * 30.0, bias])
     save_model(model, folder / "model.keras")
     save_model(encoder, folder / "encoder.keras")
     preprocessing = Stretch(size, "grayscale")
@@ -73,13 +75,14 @@ def demo_test_images(tiny_demo):
     return [decode_image(path) for path in sorted((tiny_demo / "test").glob("*/*.png"))]
 
 
-@pytest.mark.parametrize(("name", "size", "head"), MODEL_CASES,
-                         ids=[f"{name}{'+head' if head else ''}" for name, _, head in MODEL_CASES])
-def test_the_exported_map_and_verdicts_equal_the_keras_ones(name, size, head, demo_test_images, tmp_path):
+@pytest.mark.parametrize(("name", "size", "head", "members"), MODEL_CASES,
+                         ids=[f"{name}{'+head' if head else ''}{f'x{members}' if members > 1 else ''}"
+                              for name, _, head, members in MODEL_CASES])
+def test_the_exported_map_and_verdicts_equal_the_keras_ones(name, size, head, members, demo_test_images, tmp_path):
     from utils.export import export_run
     from utils.inspector import Inspector
 
-    run_dir = write_untrained_run(tmp_path / "run", name, size, head=head)
+    run_dir = write_untrained_run(tmp_path / "run", name, size, head=head, members=members)
     margin = calibrate_between_scores(run_dir, demo_test_images, min_area=4)
     assert margin > TOLERANCE, "the test images give no threshold clear of the tolerance: verdicts would prove nothing"
     expected = Inspector.from_run(run_dir, runtime="tensorflow").inspect(demo_test_images)

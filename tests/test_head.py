@@ -74,3 +74,44 @@ def test_a_head_run_can_still_be_inspected_by_its_ssim_residual(head_run):
     run = load_run(head_run)
     run.config["anomaly_map"] = "ssim"
     assert run.anomaly_map.name == "ssim" and run.spec.anomaly_map("l2", model="myCAE").name == "l2"
+
+
+@pytest.fixture(scope="module")
+def ensemble_run(tiny_demo, tmp_path_factory):
+    from utils.config import TrainConfig
+    from utils.training import train
+
+    return train(TrainConfig(data=str(tiny_demo), size=TINY_SIZE, epochs=4, batch_size=4, head=True, members=2,
+                             synthetic_defects=True, loss="ssim_l1", hparams={"levels": 2, "filters": 8},
+                             out=str(tmp_path_factory.mktemp("ensemble_runs"))))
+
+
+def test_an_ensemble_needs_the_head_and_a_positive_count():
+    from utils.config import TrainConfig
+    from utils.training import validate
+
+    with pytest.raises(ValueError, match="add --head"):
+        validate(TrainConfig(members=2))
+    with pytest.raises(ValueError, match="members must be a positive integer; got 0"):
+        validate(TrainConfig(members=0, head=True, synthetic_defects=True))
+
+
+def test_an_ensembles_members_train_on_their_own_losses_and_its_map_is_their_average(ensemble_run, tiny_demo):
+    from utils.data import decode_image
+    from utils.inspector import Inspector
+
+    history = json.loads((ensemble_run / "history.json").read_text())
+    assert history["loss"][-1] < history["loss"][0]
+    assert history["member_reconstructions_loss"][-1] < history["member_reconstructions_loss"][0]
+    assert len(history["segmentation_auc"]) == 4  # the ensemble's own (averaged) map, scored every epoch
+    inspector = Inspector.from_run(ensemble_run)
+    model = inspector.run.autoencoder
+    members = [layer for layer in model.layers if layer.name.startswith("member") and layer.name[6:].isdigit()]
+    assert [member.name for member in members] == ["member1", "member2"]
+    image = decode_image(sorted((tiny_demo / "test" / "crack").glob("*.png"))[0])
+    batch = inspector.prepare([image])
+    maps = [np.asarray(member(batch, training=False)[1])[0, :, :, 0] for member in members]
+    assert np.abs(maps[0] - maps[1]).max() > 1e-3  # two models, not one twice
+    result = inspector.inspect([image])[0]
+    np.testing.assert_allclose(result.decision_map, (maps[0] + maps[1]) / 2, atol=1e-5)
+    assert json.loads((ensemble_run / "config.json").read_text())["members"] == 2

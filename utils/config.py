@@ -65,6 +65,8 @@ class TrainConfig:
                                      "1 − SSIM for the autoencoders)", choices="anomaly_maps")
     head: bool = option(False, "restore and segment: add a segmentation head on (input, reconstruction) that "
                         "learns the synthetic defects' masks (needs --synthetic-defects); its map is the default")
+    members: int = option(1, "with --head: train N models side by side (own initial weights, the same batches) "
+                          "and average their maps, an ensemble; training and inspection take N times as long")
     batch_size: int = option(8, "images per batch and device (the global batch is this × devices)")
     lr: float = option(1e-3, "Adam learning rate")
     seed: int = option(0, "random seed for weights, shuffling, synthetic damage and the validation split")
