@@ -1,6 +1,7 @@
 """Train an autoencoder on defect-free images and save a run folder (last stdout line: its path).
 
-    python train.py                                   # myCAE on the built-in demo set, 100 epochs max
+    python train.py                                   # restore-segment resnetCAE at 64 px on the demo set
+    python train.py --recipe seed --model myCAE --size 256   # the original method
     python train.py --data path/to/mvtec_like --model mvtecCAE --size 128 --epochs 50
     python train.py --config recipe.yaml --seed 1     # options from a YAML/JSON recipe, flags override it
     python train.py --config saved_models/<run>/config.json   # repeat a run's recipe exactly
@@ -19,10 +20,10 @@ from utils.tensorflow_startup import import_tensorflow
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from utils.blobs import SEED_MIN_AREA
-    from utils.config import add_options
+    from utils.config import add_options, train_defaults
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_options(parser)
+    add_options(parser, defaults=train_defaults())
     parser.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint with its own "
                         "options; --epochs, if given, sets the new total")
     calibration = parser.add_argument_group("calibration (runs automatically after training)")
@@ -38,7 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     search.add_argument("--optuna", type=int, metavar="N", help="run an Optuna study until it holds N finished "
                         "trials, then retrain the best as a run folder; the search picks the architecture, --loss, "
                         "--lr, --batch-size and --noise; --epochs bounds each trial. Rerun the same command to "
-                        "resume a stopped study, with a larger N to extend it")
+                        "resume a stopped study, with a larger N to extend it. A study starts from the original "
+                        "method's options (--recipe seed, 256 px), which flags override")
     search.add_argument("--study", metavar="NAME", help="study name (default: myCAE_<dataset>_<size>px_<color>); "
                         "results go to OUT/optuna/NAME/")
     search.add_argument("--storage", metavar="URL", help="Optuna database URL, e.g. postgresql://user@host/db "
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     import_tensorflow()  # quietly, before any module imports it (the model choices of --help do)
     args = parse_args(argv)
     from utils import training
-    from utils.config import given_options, make_config
+    from utils.config import TrainConfig, given_options, make_config, train_defaults
 
     try:
         if args.export or args.format:
@@ -102,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError("--resume continues a run with its own options; only --epochs may be given")
             run_dir = training.resume(args.resume, epochs=given_options(args).get("epochs"))
         else:
-            config = make_config(getattr(args, "config", None), given_options(args))
+            defaults = TrainConfig() if args.optuna is not None else train_defaults()  # a study tunes the seed's myCAE
+            config = make_config(getattr(args, "config", None), given_options(args), defaults=defaults)
             if args.optuna is not None:
                 run_dir = run_optuna(args, config)
             else:

@@ -53,8 +53,8 @@ def test_a_toy_spec_with_its_own_map_runs_through_all_four_scripts(toy_registere
     from utils.data import decode_image
     from utils.inspector import Inspector
 
-    assert train.main(["--data", str(tiny_demo), "--model", TOY_MODEL, "--size", str(TINY_SIZE), "--epochs", "1",
-                       "--batch-size", "4", "--out", str(tmp_path / "runs")]) == 0
+    assert train.main(["--recipe", "seed", "--data", str(tiny_demo), "--model", TOY_MODEL, "--size", str(TINY_SIZE),
+                       "--epochs", "1", "--batch-size", "4", "--out", str(tmp_path / "runs")]) == 0
     run_dir = Path(last_line(capsys.readouterr().out))
     config = json.loads((run_dir / "config.json").read_text())
     calibration = json.loads((run_dir / "calibration.json").read_text())
@@ -89,7 +89,8 @@ def test_a_runs_config_json_retrains_the_same_recipe(tiny_demo, tmp_path, capsys
     from utils.config import OPTION_NAMES
 
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(f"data: {tiny_demo}\nsize: {TINY_SIZE}\nepochs: 1\nbatch_size: 4\nsynthetic_defects: true\n"
+    recipe.write_text(f"recipe: seed\nmodel: myCAE\ndata: {tiny_demo}\nsize: {TINY_SIZE}\nepochs: 1\nbatch_size: 4\n"
+                      f"synthetic_defects: true\n"
                       f"loss: ssim_l1\nanomaly_map: l2\nseed: 3\nhparams:\n  levels: 2\n  filters: 8\n")
     assert train.main(["--config", str(recipe), "--out", str(tmp_path / "first")]) == 0
     first = Path(last_line(capsys.readouterr().out))
@@ -158,19 +159,43 @@ def test_stretch_maps_to_the_model_and_back_to_the_photo():
 
 def test_a_named_recipe_presets_options_that_flags_still_override():
     import train
-    from utils.config import command_line, given_options, make_config
+    from utils.config import TrainConfig, command_line, given_options, make_config, train_defaults
 
     args = train.parse_args(["--recipe", "restore-segment", "--loss", "ssim"])
     config = make_config(None, given_options(args))
     assert (config.recipe, config.head, config.synthetic_defects, config.loss) == ("restore-segment", True, True, "ssim")
     assert (config.painter, config.threshold_from) == ("textured", "synthetic")
-    assert command_line(config) == "python train.py --recipe restore-segment --loss ssim"
-    strict = make_config(None, given_options(train.parse_args(["--recipe", "restore-segment",
-                                                                "--threshold-from", "validation"])))
-    assert strict.threshold_from == "validation"
-    assert command_line(strict) == "python train.py --recipe restore-segment --threshold-from validation"
+    assert command_line(config, defaults=TrainConfig()) == "python train.py --recipe restore-segment --loss ssim"
+    strict = make_config(None, given_options(train.parse_args(["--threshold-from", "validation"])),
+                         defaults=train_defaults())
+    assert (strict.recipe, strict.threshold_from) == ("restore-segment", "validation")
+    assert command_line(strict) == "python train.py --threshold-from validation"  # train.py's defaults: no --recipe
     seed = make_config(None, {})
-    assert (seed.head, seed.threshold_from) == (False, "validation")  # the default recipe is the original method
+    assert (seed.head, seed.threshold_from) == (False, "validation")  # the Python API's default: the original method
+    assert command_line(seed) == "python train.py --recipe seed --model myCAE --size 256"
+
+
+def test_train_py_defaults_to_the_best_recipe_on_real_parts_and_seed_still_gives_the_original():
+    import train
+    from utils.config import given_options, make_config, train_defaults
+
+    first_run = make_config(None, given_options(train.parse_args([])), defaults=train_defaults())
+    assert (first_run.recipe, first_run.model, first_run.size, first_run.epochs) == ("restore-segment", "resnetCAE",
+                                                                                      64, 100)
+    assert (first_run.head, first_run.synthetic_defects, first_run.threshold_from) == (True, True, "synthetic")
+    original = make_config(None, given_options(train.parse_args(["--recipe", "seed", "--model", "myCAE", "--size",
+                                                                 "256"])), defaults=train_defaults())
+    assert (original.head, original.synthetic_defects, original.loss, original.threshold_from) == (
+        False, False, "ssim", "validation")
+
+
+def test_a_run_record_repeats_the_run_whatever_the_defaults_now_are():
+    from utils.config import make_config, options_of_run, train_defaults
+
+    recorded = {"model": "myCAE", "size": 32, "epochs": 3}  # an old run, before recipes were recorded
+    assert options_of_run(recorded)["recipe"] == "seed"
+    config = make_config(None, options_of_run(recorded), defaults=train_defaults())
+    assert (config.recipe, config.head, config.model, config.size) == ("seed", False, "myCAE", 32)
 
 
 def test_an_unknown_recipe_in_a_file_names_the_valid_ones(tmp_path):

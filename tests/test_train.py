@@ -63,7 +63,7 @@ def test_saved_model_reloads_safely_with_identical_predictions(tiny_run):
 
 def test_cli_trains_resumes_and_prints_the_run_folder_last(tiny_demo, tmp_path):
     first = run_script("train.py", "--data", str(tiny_demo), "--size", "64", "--epochs", "1", "--batch-size", "8",
-                       "--out", str(tmp_path), "--model", "mvtecCAE", "--synthetic-defects",
+                       "--out", str(tmp_path), "--recipe", "seed", "--model", "mvtecCAE", "--synthetic-defects",
                        "--threshold-from", "synthetic")
     assert first.returncode == 0, first.stderr[-2000:]
     assert_quiet_start(first.stderr)
