@@ -35,9 +35,7 @@ PRIOR_LOGIT = -4.6  # the head starts at p ≈ 0.01 damaged per pixel (focal los
 def build_with_head(builder, input_shape, *, members: int = 1, **hparams):
     """(model with outputs [reconstruction, segmentation], the CAE's encoder) for the CAE `builder` builds; with
     `members` > 1 an ensemble of that many (outputs [reconstruction, segmentation, member_reconstructions,
-    member_segmentations], the first member's encoder)."""
-    if isinstance(members, bool) or not isinstance(members, int) or members < 1:
-        raise ValueError(f"members must be a positive integer; got {members!r}")
+    member_segmentations], the first member's encoder). `members` is checked by models.spec, the one way in."""
     if members == 1:
         return _build_one(builder, input_shape, **hparams)
     return _build_ensemble(builder, input_shape, members, **hparams)
