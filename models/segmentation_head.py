@@ -96,17 +96,7 @@ def _double_conv(features, filters: int, prefix: str):
 
 def compile_with_head(model, options: Any) -> None:
     """Adam at `options.lr`; `options.loss` on the reconstruction, focal loss on the segmentation."""
-    import keras
-
-    from utils.losses import get_loss
-
-    model.compile(
-        optimizer=keras.optimizers.Adam(options.lr),
-        loss={"reconstruction": get_loss(options.loss),
-              "segmentation": keras.losses.BinaryFocalCrossentropy(gamma=FOCAL_GAMMA)},
-        loss_weights={"reconstruction": 1.0, "segmentation": SEGMENTATION_WEIGHT},
-        metrics={"segmentation": [keras.metrics.AUC(name="auc", num_thresholds=100)]},
-    )
+    _compile(model, options, "reconstruction", "segmentation")
 
 
 def head_example(inputs, targets, masks):
@@ -115,18 +105,25 @@ def head_example(inputs, targets, masks):
 
 
 def compile_ensemble(model, options: Any) -> None:
-    """As `compile_with_head`, each member on its own outputs; the AUC is the ensemble's (the averaged map's)."""
+    """As `compile_with_head`, each member on its own outputs (the averages train through their members' losses);
+    the AUC is the ensemble's (the averaged map's)."""
+    _compile(model, options, "member_reconstructions", "member_segmentations",
+             untrained=("reconstruction", "segmentation"))
+
+
+def _compile(model, options: Any, reconstruction: str, segmentation: str, untrained: tuple[str, ...] = ()) -> None:
+    """Adam at `options.lr`, `options.loss` on the output `reconstruction`, focal loss on `segmentation`, no loss
+    on the `untrained` outputs, and the AUC of the output named "segmentation"."""
     import keras
 
     from utils.losses import get_loss
 
     model.compile(
         optimizer=keras.optimizers.Adam(options.lr),
-        loss={"reconstruction": None, "segmentation": None,  # the averages train through their members' losses
-              "member_reconstructions": get_loss(options.loss),
-              "member_segmentations": keras.losses.BinaryFocalCrossentropy(gamma=FOCAL_GAMMA)},
-        loss_weights={"reconstruction": 0.0, "segmentation": 0.0, "member_reconstructions": 1.0,
-                      "member_segmentations": SEGMENTATION_WEIGHT},
+        loss={reconstruction: get_loss(options.loss),
+              segmentation: keras.losses.BinaryFocalCrossentropy(gamma=FOCAL_GAMMA),
+              **{name: None for name in untrained}},
+        loss_weights={reconstruction: 1.0, segmentation: SEGMENTATION_WEIGHT, **{name: 0.0 for name in untrained}},
         metrics={"segmentation": [keras.metrics.AUC(name="auc", num_thresholds=100)]},
     )
 
