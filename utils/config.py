@@ -51,6 +51,9 @@ def option(default: Any, help: str, *, choices: str | None = None, metavar: str 
 
 @dataclass
 class TrainConfig:
+    """Every training option with its default (the original method's). The fields are taken as given: a `recipe`
+    named here is recorded, not applied; `make_config(overrides={"recipe": ...})` applies its preset first."""
+
     data: str | None = option(None, "dataset root: MVTec AD layout (train/good, test/<defect>, ground_truth/) or "
                               "a plain folder of defect-free images; default: the built-in demo set", metavar="DIR")
     recipe: str = option("seed", "a named preset of the options below, which still override it: seed (the "
