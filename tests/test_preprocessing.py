@@ -127,7 +127,7 @@ MODEL_NAMES = ["mvtecCAE", "baselineCAE", "inceptionCAE", "resnetCAE", "skipCAE"
 
 
 @pytest.mark.parametrize("model_name", MODEL_NAMES)
-def test_every_model_trains_and_inspects_in_tile_mode(model_name, tiny_demo, tmp_path):
+def test_every_model_trains_one_epoch_and_inspects_in_tile_mode(model_name, tiny_demo, tmp_path):
     from utils.config import TrainConfig
     from utils.data import decode_image
     from utils.inspector import Inspector
@@ -135,6 +135,8 @@ def test_every_model_trains_and_inspects_in_tile_mode(model_name, tiny_demo, tmp
 
     run = train(TrainConfig(data=str(tiny_demo), model=model_name, tile=64, tile_stride=32, epochs=1, batch_size=4,
                             out=str(tmp_path), hparams={"filters": 8} if model_name == "myCAE_optuna" else {}))
+    history = json.loads((run / "history.json").read_text())
+    assert np.isfinite(history["loss"][0]) and np.isfinite(history["val_loss"][0])
     calibration = json.loads((run / "calibration.json").read_text())
     assert calibration["min_area_unit"] == "source px"
     photo = np.concatenate([decode_image(path) for path in sorted((tiny_demo / "test" / "good").glob("*.png"))[:2]],

@@ -82,19 +82,6 @@ def test_cli_trains_resumes_and_prints_the_run_folder_last(tiny_demo, tmp_path):
     assert json.loads((run_dir / "calibration.json").read_text())["method"] == "synthetic"  # and its threshold rule
 
 
-@pytest.mark.parametrize("model_name", ["mvtecCAE", "baselineCAE", "inceptionCAE", "resnetCAE", "skipCAE",
-                                        "myCAE", "myCAE_optuna"])
-def test_every_model_trains_one_epoch_at_64_px(tiny_demo, tmp_path, model_name):
-    from utils.config import TrainConfig
-    from utils.training import train
-
-    run_dir = train(TrainConfig(data=str(tiny_demo), model=model_name, size=64, epochs=1, batch_size=8,
-                                out=str(tmp_path), hparams={"filters": 8} if model_name == "myCAE_optuna" else {}))
-    assert (run_dir / "model.keras").is_file()
-    history = json.loads((run_dir / "history.json").read_text())
-    assert np.isfinite(history["loss"][0]) and np.isfinite(history["val_loss"][0])
-
-
 @pytest.mark.parametrize("flags, message", [
     (["--model", "noSuchCAE"], "myCAE"),
     (["--loss", "mssim", "--size", "64"], "176"),
