@@ -115,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     test_labels = [item.is_defective for item in items]
     rows = [{"score": name, "transforms": args.transforms, "synthetic_auroc": image_auroc(tuning_labels, [row[name] for row in tuning_scores]),
              "test_image_auroc": image_auroc(test_labels, [row[name] for row in test_scores]),
-             "run_config": {key: inspector.run.config.get(key) for key in ("model", "recipe", "head", "size",
-                                                                         "tile", "keep_aspect", "epochs", "seed")},
+             "run_config": {key: inspector.run.config.get(key) for key in ("model", "recipe", "head", "members",
+                                                                         "painter", "size", "tile", "keep_aspect",
+                                                                         "epochs", "seed")},
              "command": f"python benchmarks/bench_scores.py --model RUN --data {args.data} --seed {args.seed}"
                         + (f" --transforms {args.transforms}" if args.transforms != "none" else "")}
             for name in test_scores[0]]
