@@ -69,6 +69,28 @@ def test_color_mode_keeps_the_size_and_model_inputs_are_square_unit_range(color_
         assert 0.0 <= prepared.min() and prepared.max() <= 1.0
 
 
+def test_colour_is_told_from_the_pixels_not_from_how_the_photo_is_stored(tmp_path):
+    rng = np.random.default_rng(0)
+    grey = rng.integers(60, 200, (48, 48, 1), dtype=np.uint8)
+    grey_as_rgb = np.clip(np.repeat(grey, 3, axis=2).astype(int) + rng.integers(-3, 4, (48, 48, 3)), 0, 255)
+    rusty = np.repeat(grey, 3, axis=2)
+    rusty[20:26, 20:26] = (170, 90, 40)  # 36 of 2304 pixels (1.6 %), orange
+    faint = np.repeat(grey, 3, axis=2)
+    faint[:4, :4] = (170, 90, 40)  # 16 pixels (0.7 %): below the fraction that makes a colour photo
+    assert not data.carries_colour(grey) and not data.carries_colour(grey_as_rgb.astype(np.uint8))
+    assert data.carries_colour(rusty) and not data.carries_colour(faint)
+
+    files = [tmp_path / f"{index:02d}.png" for index in range(20)]
+    for path in files:
+        cv2.imwrite(str(path), grey_as_rgb.astype(np.uint8))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    assert data.colour_mode_of([broken, *files]) == "grayscale"  # the unreadable one is passed over
+    cv2.imwrite(str(files[-1]), rusty[:, :, ::-1])  # the last of 20: still among the photos looked at
+    assert data.colour_mode_of(files) == "rgb"
+    assert data.colour_mode_of([]) == "grayscale"
+
+
 def test_mask_stays_aligned_with_its_image(tmp_path):
     """A bright square in a 300×120 image and the same square in its mask land on the same pixels: the mask is
     kept at the photo's own pixels, where every mode's outputs are compared with it."""

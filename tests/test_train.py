@@ -61,6 +61,28 @@ def test_saved_model_reloads_safely_with_identical_predictions(tiny_run):
     assert run.encoder is not None and run.size == TINY_SIZE and run.color_mode == "grayscale"
 
 
+def test_color_auto_trains_the_demo_in_colour_and_grey_photos_in_grey(tiny_demo, tmp_path):
+    """--color auto decides from the training photos and records what it decided, so the run's config.json
+    repeats it."""
+    import shutil
+
+    import cv2
+
+    from utils.config import TrainConfig
+    from utils.training import train
+
+    grey_set = tmp_path / "grey"
+    shutil.copytree(tiny_demo / "train", grey_set / "train")
+    for path in (grey_set / "train").rglob("*.png"):
+        cv2.imwrite(str(path), cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2GRAY))
+    for root, color, channels in ((tiny_demo, "rgb", 3), (grey_set, "grayscale", 1)):
+        run_dir = train(TrainConfig(data=str(root), model="myCAE", size=TINY_SIZE, epochs=1, batch_size=4,
+                                    color="auto", out=str(tmp_path / "runs")))
+        config = json.loads((run_dir / "config.json").read_text())
+        assert (config["color"], config["preprocessing"]["color_mode"]) == (color, color)
+        assert config["input_shape"][-1] == channels
+
+
 def test_cli_trains_resumes_and_prints_the_run_folder_last(tiny_demo, tmp_path):
     first = run_script("train.py", "--data", str(tiny_demo), "--size", "64", "--epochs", "1", "--batch-size", "8",
                        "--out", str(tmp_path), "--recipe", "seed", "--model", "mvtecCAE", "--synthetic-defects",

@@ -71,7 +71,8 @@ class TrainConfig:
                               metavar="T")
     tile_stride: int | None = option(None, "with --tile: tile step at inspection (default: T/2)", metavar="S")
     scale: float = option(1.0, "with --tile: rescale photos by F first (1: native pixels)", metavar="F")
-    color: str = option("grayscale", "colour mode", choices="colors")
+    color: str = option("grayscale", "colour mode: auto is rgb when the training photos carry colour (a few are "
+                        "looked at), else grayscale; the run records which", choices="colors")
     loss: str = option("ssim", "training loss; mssim needs --size ≥ 176", choices="losses")
     anomaly_map: str | None = option(None, "the map inspection thresholds (default: the model's own; "
                                      "1 − SSIM for the autoencoders)", choices="anomaly_maps")
@@ -141,9 +142,9 @@ def choices_for(source: str | None) -> tuple[str, ...] | None:
 
         return THRESHOLD_SOURCES
     if source == "colors":
-        from utils.data import COLOR_MODES
+        from utils.data import COLOR_CHOICES
 
-        return COLOR_MODES
+        return COLOR_CHOICES
     if source == "losses":
         from utils.losses import LOSS_NAMES
 

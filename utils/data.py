@@ -27,6 +27,10 @@ from utils.defects import add_denoising_noise, add_training_defect, random_seeds
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 COLOR_MODES = ("grayscale", "rgb")
+COLOR_CHOICES = ("auto", *COLOR_MODES)  # the --color option: auto picks one of COLOR_MODES from the photos
+COLOUR_SAMPLE = 16  # photos looked at to decide --color auto
+COLOUR_SPREAD = 8  # a pixel carries colour when its channels differ by more than this (of 255): above JPEG noise
+COLOUR_FRACTION = 0.01  # a photo carries colour when more than this fraction of its pixels do
 GOOD_LABEL = "good"
 
 log = logging.getLogger(__name__)
@@ -176,6 +180,31 @@ def to_color_mode(image: np.ndarray, color_mode: str) -> np.ndarray:
     if color_mode == "rgb" and image.shape[2] == 1:
         return np.repeat(image, 3, axis=2)
     return image
+
+
+def carries_colour(image: np.ndarray) -> bool:
+    """Whether a decoded photo holds colour: three channels, and more than COLOUR_FRACTION of its pixels with
+    channels more than COLOUR_SPREAD levels apart (a grey photo stored as RGB, or its JPEG noise, does not)."""
+    image = to_uint8_channels_last(image)
+    if image.shape[2] == 1:
+        return False
+    spread = image.max(axis=2).astype(np.int16) - image.min(axis=2)
+    return float((spread > COLOUR_SPREAD).mean()) > COLOUR_FRACTION
+
+
+def colour_mode_of(files: Sequence[Path], *, sample: int = COLOUR_SAMPLE) -> str:
+    """--color auto: "rgb" if any of up to `sample` photos spread evenly over `files` carries colour (a colour
+    camera: rust, burn marks and stains differ from the part in hue), else "grayscale" (a monochrome camera: three
+    equal channels would add nothing). Unreadable photos are passed over; none readable → "grayscale"."""
+    files = list(files)
+    picked = [files[round(index)] for index in np.linspace(0, len(files) - 1, min(sample, len(files)))] if files else []
+    for path in picked:
+        try:
+            if carries_colour(decode_image(path)):
+                return "rgb"
+        except ValueError as error:
+            log.warning("Skipping for --color auto: %s", error)
+    return "grayscale"
 
 
 def decode_mask(path: str | Path | None) -> np.ndarray | None:

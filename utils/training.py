@@ -45,21 +45,35 @@ def validate(config: TrainConfig) -> None:
     spec.anomaly_map(config.anomaly_map, model=config.model)
     if config.head and not config.synthetic_defects:
         raise ValueError("--head learns the masks of synthetic defects: add --synthetic-defects")
-    if config.color not in data_module.COLOR_MODES:
-        raise ValueError(f"--color must be one of {data_module.COLOR_MODES}; got {config.color!r}")
+    if config.color not in data_module.COLOR_CHOICES:
+        raise ValueError(f"--color must be one of {data_module.COLOR_CHOICES}; got {config.color!r}")
     if config.distribute not in DISTRIBUTE_CHOICES:
         raise ValueError(f"--distribute must be one of {DISTRIBUTE_CHOICES}; got {config.distribute!r}")
     for name in ("epochs", "batch_size", "size"):
         if getattr(config, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive; got {getattr(config, name)!r}")
-    get_loss(config.loss, size=preprocessing_of(config).input_shape[0])
+    side = preprocessing_of(dataclasses.replace(config, color="grayscale")).input_shape[0]  # colour: no matter
+    get_loss(config.loss, size=side)
     builder_hparams(config)  # a missing or malformed params file fails here, before any data is read
+
+
+def with_colour_resolved(config: TrainConfig, train_files: Sequence[Path]) -> TrainConfig:
+    """`config` with --color auto replaced by the mode the training photos call for (data.colour_mode_of), so
+    config.json records what the run trained on and `--config` repeats it; other modes as given."""
+    if config.color != "auto":
+        return config
+    color = data_module.colour_mode_of(train_files)
+    log.info("--color auto: %s (the training photos %s)", color,
+             "carry colour" if color == "rgb" else "are grey")
+    return dataclasses.replace(config, color=color)
 
 
 def preprocessing_of(config: TrainConfig):
     """The preprocessing step the options choose (recorded in config.json, used by every consumer)."""
     from utils.preprocessing import KeepAspect, Stretch, Tiles
 
+    if config.color == "auto":
+        raise ValueError("--color auto is decided from the training photos first (with_colour_resolved)")
     if config.tile is None and (config.tile_stride is not None or config.scale != 1.0):
         raise ValueError("--tile-stride and --scale go with --tile T")
     if config.tile is not None:
@@ -401,6 +415,7 @@ def train(config: TrainConfig, *, extra_callbacks: Sequence = ()) -> Path:
     root = resolve_data_root(config)
     layout = data_module.find_layout(root)
     split = data_module.split_validation(layout.train_files, fraction=config.validation_split, seed=config.seed)
+    config = with_colour_resolved(config, layout.train_files)
     out = config.out if is_chief() else tempfile.mkdtemp(prefix="aivision-worker-")
     run_dir = run_module.new_run_dir(out, config.model, layout.name)
     run_config = make_run_config(config, root, split)

@@ -269,7 +269,10 @@ def run_study(config: TrainConfig, *, n_trials: int, study_name: str | None = No
     """
     import optuna
 
+    from utils.training import resolve_data_root, with_colour_resolved
+
     validate_study(config, n_trials=n_trials, objective=objective, tuning_data=tuning_data)
+    config = with_colour_resolved(config, data_module.find_layout(resolve_data_root(config)).train_files)
     name = study_name or default_study_name(config)
     context = make_context(config, objective=objective, tuning_data=tuning_data, space=space, study_name=name)
     storage_url = storage or default_storage(config)
