@@ -168,7 +168,8 @@ def run_benchmark(args: argparse.Namespace, config) -> tuple[list[dict], list[st
     rows, failures = [], []
     try:
         for model in args.models:
-            log.info("Training and evaluating %s (%d px, %d epochs)...", model, config.size, config.epochs)
+            shape = f"{config.tile} px tiles" if config.tile else f"{config.size} px"  # --size is unused with tiles
+            log.info("Training and evaluating %s (%s, %d epochs)...", model, shape, config.epochs)
             try:
                 rows.append(benchmark_model(config, model, runs_dir))
             except Exception as error:  # one model's failure must not lose the other models' rows
