@@ -52,7 +52,9 @@ def validate(config: TrainConfig) -> None:
     for name in ("epochs", "batch_size", "size"):
         if getattr(config, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive; got {getattr(config, name)!r}")
-    side = preprocessing_of(dataclasses.replace(config, color="grayscale")).input_shape[0]  # colour: no matter
+    # The loss is sized by the input's side only; "auto" colour is decided later, from the photos, so any
+    # resolved mode stands in for it here.
+    side = preprocessing_of(dataclasses.replace(config, color="grayscale")).input_shape[0]
     get_loss(config.loss, size=side)
     builder_hparams(config)  # a missing or malformed params file fails here, before any data is read
 

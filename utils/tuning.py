@@ -173,13 +173,10 @@ def check_tuning_data(tuning_data: str | Path, data_root: Path) -> list:
     return items
 
 
-def make_context(config: TrainConfig, *, objective: str, tuning_data: str | None, space: SearchSpace,
+def make_context(config: TrainConfig, layout, *, objective: str, tuning_data: str | None, space: SearchSpace,
                  study_name: str) -> StudyContext:
-    """Find the data, split off the validation images (the same split a retrain uses) and load the tuning set."""
-    from utils.training import resolve_data_root
-
-    root = resolve_data_root(config)
-    layout = data_module.find_layout(root)
+    """Split the training images of `layout` (data.find_layout's) as a retrain does and load the tuning set."""
+    root = layout.root
     train_files, validation_files = data_module.split_validation(
         layout.train_files, fraction=config.validation_split, seed=config.seed)
     images, labels = [], []
@@ -197,11 +194,8 @@ def study_folder(config: TrainConfig, study_name: str) -> Path:
     return Path(config.out) / STUDIES_DIR / run_module.safe_name(study_name)
 
 
-def default_study_name(config: TrainConfig) -> str:
+def default_study_name(config: TrainConfig, dataset: str) -> str:
     """myCAE_<dataset>_<size>px_<color>: results at one size and colour mode are only comparable among themselves."""
-    from utils.training import resolve_data_root
-
-    dataset = data_module.find_layout(resolve_data_root(config)).name
     return f"myCAE_{run_module.safe_name(dataset)}_{config.size}px_{config.color}"
 
 
@@ -272,9 +266,10 @@ def run_study(config: TrainConfig, *, n_trials: int, study_name: str | None = No
     from utils.training import resolve_data_root, with_colour_resolved
 
     validate_study(config, n_trials=n_trials, objective=objective, tuning_data=tuning_data)
-    config = with_colour_resolved(config, data_module.find_layout(resolve_data_root(config)).train_files)
-    name = study_name or default_study_name(config)
-    context = make_context(config, objective=objective, tuning_data=tuning_data, space=space, study_name=name)
+    layout = data_module.find_layout(resolve_data_root(config))  # listed once, for all that follows
+    config = with_colour_resolved(config, layout.train_files)
+    name = study_name or default_study_name(config, layout.name)
+    context = make_context(config, layout, objective=objective, tuning_data=tuning_data, space=space, study_name=name)
     storage_url = storage or default_storage(config)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our one line per trial replaces Optuna's
     study = open_study(name, storage_url, context=context, pruner=pruner)
