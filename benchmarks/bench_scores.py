@@ -21,7 +21,6 @@ benchmarks/results/scores_<dataset>.json with the command that reproduces them.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -102,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     from utils.evaluation import dataset_name, synthetic_pairs
     from utils.inspector import Inspector
     from utils.metrics import image_auroc
-    from utils.run import write_json
+    from utils.run import append_rows
 
     inspector = Inspector.from_run(args.model)
     min_area = int(inspector.run.calibration["min_area"])
@@ -126,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         print(f"{row['score']:<10}{row['synthetic_auroc']:>17.3f}{row['test_image_auroc']:>18.3f}")
     out = Path(args.out) if args.out else PROJECT_ROOT / "benchmarks" / "results" / f"scores_{dataset_name(args.data)}.json"
-    existing = json.loads(out.read_text()) if out.is_file() else []
-    write_json(out, existing + rows)
+    append_rows(out, rows)
     print(f"rows: {out}")
     return 0
 

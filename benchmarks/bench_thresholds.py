@@ -20,7 +20,6 @@ Rows go to benchmarks/results/thresholds_<dataset>.json with the command that re
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -105,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     from utils.evaluation import dataset_name, synthetic_pairs
     from utils.inspector import Inspector
     from utils.metrics import PixelScores, image_auroc
-    from utils.run import write_json
+    from utils.run import append_rows
 
     inspector = Inspector.from_run(args.model)
     run, preprocessing = inspector.run, inspector.preprocessing
@@ -166,8 +165,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['synthetic_auroc']:>14.3f}   {rules}")
     out = (Path(args.out) if args.out
            else PROJECT_ROOT / "benchmarks" / "results" / f"thresholds_{dataset_name(args.data)}.json")
-    existing = json.loads(out.read_text()) if out.is_file() else []
-    write_json(out, existing + rows)
+    append_rows(out, rows)
     print(f"rows: {out}")
     return 0
 

@@ -29,3 +29,12 @@ def test_each_rule_takes_its_threshold_from_its_own_images():
     assert rules["best"]["balanced_accuracy"] == max(found["balanced_accuracy"] for found in rules.values())
     assert rules["best"]["balanced_accuracy"] == 1.0  # 0.7 separates the test split
     assert rules["validation"]["tnr"] == 1.0 and rules["validation"]["tpr"] == 2 / 3
+
+
+def test_rows_are_appended_to_a_results_file_and_nothing_before_them_is_lost(tmp_path):
+    from utils.run import append_rows, read_json
+
+    results = tmp_path / "thresholds_demo.json"
+    append_rows(results, [{"smooth_sigma": 0.0}])  # no file yet: it is created
+    append_rows(results, [{"smooth_sigma": 1.0}, {"smooth_sigma": 2.0}])
+    assert [row["smooth_sigma"] for row in read_json(results)] == [0.0, 1.0, 2.0]

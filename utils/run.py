@@ -110,6 +110,12 @@ def write_json(path: str | Path, data: Any) -> None:
         temporary.unlink(missing_ok=True)
 
 
+def append_rows(path: str | Path, rows: list) -> None:
+    """Add `rows` to the JSON list in `path` (a new file when there is none), atomically: benchmark results."""
+    path = Path(path)
+    write_json(path, (read_json(path) if path.is_file() else []) + list(rows))
+
+
 def read_json(path: str | Path) -> Any:
     """The JSON content of `path`; a ValueError naming the file when it is not valid JSON."""
     with open(path, encoding="utf-8") as handle:
