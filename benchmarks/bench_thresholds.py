@@ -56,14 +56,6 @@ def smoothed(anomaly_map, sigma: float):
     return anomaly_map if sigma == 0 else cv2.GaussianBlur(anomaly_map, (0, 0), sigma)
 
 
-def maps_of(inspector, images: list) -> list:
-    """Decision-resolution anomaly maps, a batch at a time (any number of images)."""
-    maps = []
-    for start in range(0, len(images), inspector.batch_size):
-        maps += inspector.maps_for(images[start:start + inspector.batch_size])[2]
-    return maps
-
-
 def rates(scores, labels, threshold: float) -> dict:
     """TPR, TNR and balanced accuracy of the rule NOK ⇔ score ≥ threshold."""
     from utils.metrics import classification_metrics
@@ -101,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from utils import data as data_module
     from utils.blobs import blob_score
-    from utils.evaluation import dataset_name, synthetic_pairs
+    from utils.calibration import anomaly_maps_for_files
+    from utils.evaluation import StreamState, dataset_name, read_item, synthetic_pairs
     from utils.inspector import Inspector
     from utils.metrics import PixelScores, image_auroc
     from utils.run import append_rows
@@ -110,22 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     run, preprocessing = inspector.run, inspector.preprocessing
     min_area = int(run.calibration["min_area"])
     good_files = [Path(path) for path in run.config.get("validation_files", [])]
-    good_maps = maps_of(inspector, [data_module.decode_image(path) for path in good_files])
+    good_maps = anomaly_maps_for_files(inspector, good_files, description="held-out good images")[1]
     painted = []
     for seed in tqdm(range(args.rounds), desc="painted rounds", unit="round"):
         images, labels = synthetic_pairs(inspector, seed=seed)
-        painted.append((maps_of(inspector, images), np.array(labels)))
-    test = []  # (map, ground truth at the photo's pixels, defective?)
+        painted.append((inspector.maps_for(images)[2], np.array(labels)))
+    test = []  # (map, ground truth at the photo's pixels or None when unknown, defective?)
     items = data_module.find_test_items(args.data)
+    reading = StreamState(records={})  # evaluation's reader: unreadable files are skipped with a warning
     for start in tqdm(range(0, len(items), inspector.batch_size), desc="test split", unit="batch"):
-        loaded = []
-        for item in items[start:start + inspector.batch_size]:
-            try:
-                image = data_module.decode_image(item.path)
-                loaded.append((image, preprocessing.mask_for(data_module.decode_mask(item.mask_path), image.shape),
-                               item.is_defective))
-            except ValueError as error:  # the message names the file
-                print(f"skipping: {error}", file=sys.stderr)
+        loaded = [(*read, item.is_defective) for item in items[start:start + inspector.batch_size]
+                  if (read := read_item(item, preprocessing, reading)) is not None]
         if loaded:
             maps = inspector.maps_for([image for image, _, _ in loaded])[2]
             test += [(anomaly_map, truth, defective) for anomaly_map, (_, truth, defective) in zip(maps, loaded)]
@@ -140,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         test_scores = scores([anomaly_map for anomaly_map, _, _ in test])
         pixels = PixelScores()
         for anomaly_map, ground_truth, _ in test:
+            if ground_truth is None:  # a defective image without its mask: no pixel metrics
+                continue
             anomaly_map = smoothed(anomaly_map, sigma)
             if anomaly_map.shape != ground_truth.shape:  # stretched: back onto the photo, as the Inspector does
                 anomaly_map = preprocessing.on_photo(anomaly_map[..., None], anomaly_map,
