@@ -15,6 +15,7 @@ from models.my_cae import build_my_cae, build_my_cae_optuna
 from models.mvtec_cae import build_mvtec_cae
 from models.resnet_cae import build_resnet_cae
 from models.skip_cae import build_skip_cae
+from models.segmentation_head import MAX_HEAD_LEVELS
 from models.spec import ModelSpec, with_head
 
 MODELS: dict[str, ModelSpec] = {
@@ -28,26 +29,31 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
-def spec(name: str, *, head: bool = False, members: int = 1) -> ModelSpec:
+def spec(name: str, *, head: bool = False, members: int = 1, head_levels: int | None = None) -> ModelSpec:
     """The registry entry of model `name` (with a segmentation head: models/segmentation_head.py; `members` > 1:
-    an ensemble of that many, which needs the head); ValueError listing the valid names."""
+    an ensemble of that many, which needs the head; `head_levels`: the head's depth, None for its default);
+    ValueError listing the valid names."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}")
     if isinstance(members, bool) or not isinstance(members, int) or members < 1:
         raise ValueError(f"members must be a positive integer; got {members!r}")
     if members > 1 and not head:
         raise ValueError("an ensemble (--members above 1) averages segmentation heads' maps: add --head")
-    return with_head(MODELS[name], members=members) if head else MODELS[name]
+    if head_levels is not None and (isinstance(head_levels, bool) or not isinstance(head_levels, int)
+                                    or not 1 <= head_levels <= MAX_HEAD_LEVELS):
+        raise ValueError(f"head levels must be an integer from 1 to {MAX_HEAD_LEVELS}; got {head_levels!r}")
+    return with_head(MODELS[name], members=members, head_levels=head_levels) if head else MODELS[name]
 
 
-def build(name: str, input_shape: Sequence[int], *, head: bool = False, members: int = 1, **hparams):
-    """Build the registered autoencoder `name` (with `head`: plus a segmentation head; `members` > 1: an ensemble
-    of that many) for `input_shape`.
+def build(name: str, input_shape: Sequence[int], *, head: bool = False, members: int = 1,
+          head_levels: int | None = None, **hparams):
+    """Build the registered autoencoder `name` (with `head`: plus a segmentation head `head_levels` deep; `members`
+    > 1: an ensemble of that many) for `input_shape`.
 
     Returns (model, encoder). Raises ValueError for an unknown name, an unknown hyperparameter,
     a bad hyperparameter value, or a size the architecture cannot take; each message lists what is valid.
     """
-    builder = spec(name, head=head, members=members).builder
+    builder = spec(name, head=head, members=members, head_levels=head_levels).builder
     valid = hparam_names(name)
     unknown = sorted(set(hparams) - set(valid))
     if unknown:

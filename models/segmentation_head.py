@@ -22,8 +22,9 @@ from __future__ import annotations
 
 from typing import Any
 
-HEAD_LEVELS = 3  # U-Net depth: each level halves the image, so sizes must be multiples of 8
-HEAD_FILTERS = (16, 32, 64)  # per level; the bottom level is 2× the last
+HEAD_LEVELS = 3  # U-Net depth (--head-levels): each level halves the image, so sizes must be multiples of 2**levels
+MAX_HEAD_LEVELS = 5
+HEAD_FIRST_FILTERS = 16  # the first level's; each level doubles them (16, 32, 64), the bottom 2× the last
 FOCAL_GAMMA = 2.0
 SEGMENTATION_WEIGHT = 1.0  # relative to the reconstruction loss
 # Batch statistics' running averages follow within ~10 steps (Keras' 0.99 takes ~100): at inspection the head
@@ -32,20 +33,22 @@ BN_MOMENTUM = 0.9
 PRIOR_LOGIT = -4.6  # the head starts at p ≈ 0.01 damaged per pixel (focal loss's prior initialisation)
 
 
-def build_with_head(builder, input_shape, *, members: int = 1, **hparams):
+def build_with_head(builder, input_shape, *, members: int = 1, head_levels: int = HEAD_LEVELS, **hparams):
     """(model with outputs [reconstruction, segmentation], the CAE's encoder) for the CAE `builder` builds; with
     `members` > 1 an ensemble of that many (outputs [reconstruction, segmentation, member_reconstructions,
-    member_segmentations], the first member's encoder). `members` is checked by models.spec, the one way in."""
+    member_segmentations], the first member's encoder); the head `head_levels` deep (`hparams` are the CAE's own:
+    its `levels` are the autoencoder's). `members` and `head_levels` are checked by models.spec, the one way in."""
     if members == 1:
-        return _build_one(builder, input_shape, **hparams)
-    return _build_ensemble(builder, input_shape, members, **hparams)
+        return _build_one(builder, input_shape, head_levels=head_levels, **hparams)
+    return _build_ensemble(builder, input_shape, members, head_levels=head_levels, **hparams)
 
 
-def _build_ensemble(builder, input_shape, members: int, **hparams):
+def _build_ensemble(builder, input_shape, members: int, *, head_levels: int, **hparams):
     import keras
     from keras import layers
 
-    copies = [_build_one(builder, input_shape, name=f"member{index + 1}", **hparams) for index in range(members)]
+    copies = [_build_one(builder, input_shape, name=f"member{index + 1}", head_levels=head_levels, **hparams)
+              for index in range(members)]
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     outputs = [member(inputs) for member, _ in copies]
     reconstructions, segmentations = [output[0] for output in outputs], [output[1] for output in outputs]
@@ -57,25 +60,27 @@ def _build_ensemble(builder, input_shape, members: int, **hparams):
     return model, copies[0][1]
 
 
-def _build_one(builder, input_shape, *, name: str | None = None, **hparams):
+def _build_one(builder, input_shape, *, head_levels: int, name: str | None = None, **hparams):
     import keras
     from keras import layers
 
     autoencoder, encoder = builder(input_shape, **hparams)
     height, width, _ = (int(side) for side in input_shape)
-    if height % 2**HEAD_LEVELS or width % 2**HEAD_LEVELS:
-        raise ValueError(f"--head needs sizes that are multiples of {2**HEAD_LEVELS}; got {height}×{width}")
+    if height % 2**head_levels or width % 2**head_levels:
+        raise ValueError(f"--head needs sizes that are multiples of {2**head_levels} ({head_levels} levels); got "
+                         f"{height}×{width}")
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     reconstruction = layers.Identity(name="reconstruction")(autoencoder(inputs))
     difference = layers.Subtract(name="head_difference")([inputs, reconstruction])  # the residual, signed
     features = layers.Concatenate(name="head_input")([inputs, reconstruction, difference])
     skips = []
-    for level, filters in enumerate(HEAD_FILTERS, start=1):
+    filters_per_level = [HEAD_FIRST_FILTERS * 2**level for level in range(head_levels)]
+    for level, filters in enumerate(filters_per_level, start=1):
         features = _double_conv(features, filters, f"head_down{level}")
         skips.append(features)
         features = layers.MaxPooling2D(2, name=f"head_down{level}_pool")(features)
-    features = _double_conv(features, 2 * HEAD_FILTERS[-1], "head_bottom")
-    for level, filters in reversed(list(enumerate(HEAD_FILTERS, start=1))):
+    features = _double_conv(features, 2 * filters_per_level[-1], "head_bottom")
+    for level, filters in reversed(list(enumerate(filters_per_level, start=1))):
         features = layers.UpSampling2D(2, name=f"head_up{level}_upsample")(features)
         features = layers.Concatenate(name=f"head_up{level}_skip")([features, skips[level - 1]])
         features = _double_conv(features, filters, f"head_up{level}")

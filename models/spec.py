@@ -42,19 +42,20 @@ class ModelSpec:
         return choose(self.anomaly_maps, name, model=model)
 
 
-def with_head(base: ModelSpec, *, members: int = 1) -> ModelSpec:
+def with_head(base: ModelSpec, *, members: int = 1, head_levels: int | None = None) -> ModelSpec:
     """`base` (an autoencoder's spec) with a segmentation head on (input, reconstruction): restore and segment;
-    with `members` > 1, an ensemble of that many, their maps averaged. Its default map is the head's; the
-    autoencoder's maps stay available."""
+    with `members` > 1, an ensemble of that many, their maps averaged; the head `head_levels` deep (None: the default,
+    HEAD_LEVELS). Its default map is the head's; the autoencoder's maps stay available."""
     from functools import partial
 
-    from models.segmentation_head import (build_with_head, compile_ensemble, compile_with_head, ensemble_example,
-                                          head_example, segmentation_map)
+    from models.segmentation_head import (HEAD_LEVELS, build_with_head, compile_ensemble, compile_with_head,
+                                          ensemble_example, head_example, segmentation_map)
 
     segmentation = AnomalyMap("segmentation", segmentation_map, (0.0, 1.0),
                               "the segmentation head's probability of a defect")
     ensemble = members > 1
-    return ModelSpec(builder=partial(build_with_head, base.builder, members=members),
+    return ModelSpec(builder=partial(build_with_head, base.builder, members=members,
+                                     head_levels=HEAD_LEVELS if head_levels is None else head_levels),
                      anomaly_maps=(segmentation, *base.anomaly_maps),
                      compile=compile_ensemble if ensemble else compile_with_head,
                      fit_example=ensemble_example(members) if ensemble else head_example)

@@ -32,8 +32,23 @@ def test_the_head_model_outputs_a_reconstruction_and_a_mask_probability():
 def test_a_size_the_head_cannot_halve_three_times_is_refused():
     import models
 
-    with pytest.raises(ValueError, match="--head needs sizes that are multiples of 8; got 36×36"):
+    with pytest.raises(ValueError, match=r"--head needs sizes that are multiples of 8 \(3 levels\); got 36×36"):
         models.build("myCAE", (36, 36, 1), head=True, levels=2)
+
+
+def test_a_deeper_head_halves_once_more_and_needs_sizes_to_match():
+    import models
+
+    def bottom_side(head_levels):
+        model, _ = models.build("myCAE", (64, 64, 1), head=True, head_levels=head_levels, levels=2)
+        return model.get_layer("head_bottom_conv1").output.shape[1]
+
+    assert (bottom_side(None), bottom_side(3), bottom_side(4), bottom_side(2)) == (8, 8, 4, 16)
+    with pytest.raises(ValueError, match=r"multiples of 16 \(4 levels\); got 40×40"):
+        models.build("myCAE", (40, 40, 1), head=True, head_levels=4, levels=2)
+    for bad in (0, 6, True, 2.0):
+        with pytest.raises(ValueError, match=f"head levels must be an integer from 1 to 5; got {bad!r}"):
+            models.spec("myCAE", head=True, head_levels=bad)
 
 
 def test_the_head_needs_synthetic_defects_to_learn_from():
@@ -82,7 +97,7 @@ def ensemble_run(tiny_demo, tmp_path_factory):
     from utils.training import train
 
     return train(TrainConfig(data=str(tiny_demo), size=TINY_SIZE, epochs=4, batch_size=4, head=True, members=2,
-                             synthetic_defects=True, loss="ssim_l1", hparams={"levels": 2, "filters": 8},
+                             head_levels=2, synthetic_defects=True, loss="ssim_l1", hparams={"levels": 2, "filters": 8},
                              out=str(tmp_path_factory.mktemp("ensemble_runs"))))
 
 
@@ -108,10 +123,14 @@ def test_an_ensembles_members_train_on_their_own_losses_and_its_map_is_their_ave
     model = inspector.run.autoencoder
     members = [layer for layer in model.layers if layer.name.startswith("member") and layer.name[6:].isdigit()]
     assert [member.name for member in members] == ["member1", "member2"]
+    for member in members:  # --head-levels 2 reaches every member's head
+        names = {layer.name for layer in member.layers}
+        assert "head_down2_conv1" in names and "head_down3_conv1" not in names
     image = decode_image(sorted((tiny_demo / "test" / "crack").glob("*.png"))[0])
     batch = inspector.prepare([image])
     maps = [np.asarray(member(batch, training=False)[1])[0, :, :, 0] for member in members]
     assert np.abs(maps[0] - maps[1]).max() > 1e-3  # two models, not one twice
     result = inspector.inspect([image])[0]
     np.testing.assert_allclose(result.decision_map, (maps[0] + maps[1]) / 2, atol=1e-5)
-    assert json.loads((ensemble_run / "config.json").read_text())["members"] == 2
+    config = json.loads((ensemble_run / "config.json").read_text())
+    assert (config["members"], config["head_levels"]) == (2, 2)

@@ -80,6 +80,9 @@ class TrainConfig:
                         "learns the synthetic defects' masks (needs --synthetic-defects); its map is the default")
     members: int = option(1, "with --head: train N models side by side (own initial weights, the same batches) "
                           "and average their maps, an ensemble; training and inspection take N times as long")
+    head_levels: int = option(3, "with --head: the head's depth; each level halves its map, so sizes must be "
+                              "multiples of 2**LEVELS; one more level sees twice as far around each pixel",
+                              metavar="LEVELS")
     batch_size: int = option(8, "images per batch and device (the global batch is this × devices)")
     lr: float = option(1e-3, "Adam learning rate")
     seed: int = option(0, "random seed for weights, shuffling, synthetic damage and the validation split")

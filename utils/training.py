@@ -41,7 +41,7 @@ def validate(config: TrainConfig) -> None:
     import models
     from utils.losses import get_loss
 
-    spec = models.spec(config.model, head=config.head, members=config.members)
+    spec = models.spec(config.model, head=config.head, members=config.members, head_levels=config.head_levels)
     spec.anomaly_map(config.anomaly_map, model=config.model)
     if config.head and not config.synthetic_defects:
         raise ValueError("--head learns the masks of synthetic defects: add --synthetic-defects")
@@ -339,7 +339,7 @@ def fit_model(config: TrainConfig, run_dir: Path, run_config: dict, *, callbacks
     import models
 
     keras.utils.set_random_seed(config.seed)
-    spec = models.spec(config.model, head=config.head, members=config.members)
+    spec = models.spec(config.model, head=config.head, members=config.members, head_levels=config.head_levels)
     strategy = make_strategy(config.distribute)
     replicas = strategy.num_replicas_in_sync
     validation_files = [Path(path) for path in run_config["validation_files"]]
@@ -354,7 +354,8 @@ def fit_model(config: TrainConfig, run_dir: Path, run_config: dict, *, callbacks
         train_data, validation_data = shard_by_data(train_data), shard_by_data(validation_data)
     with strategy.scope():
         model, encoder = models.build(config.model, tuple(run_config["input_shape"]), head=config.head,
-                                      members=config.members, **run_config["hparams"])
+                                      members=config.members, head_levels=config.head_levels,
+                                      **run_config["hparams"])
         spec.compile(model, config)
     started = time.time()
     with warnings.catch_warnings():
