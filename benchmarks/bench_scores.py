@@ -13,6 +13,11 @@ For one trained run, every map is computed once, then scored several ways:
 
 With ``--transforms flips`` (or ``d4``) every image is also inspected flipped (and rotated by quarter turns), each
 map turned back onto the photo and the maps averaged before scoring: test-time augmentation, measured the same way.
+With several runs (``--model RUN RUN2 ...``, e.g. the same recipe trained at two sizes) each image's maps of every
+run are averaged before scoring, each brought to the first run's decision resolution (a stretched run's maps are
+resized; the blob score takes the first run's min area): an ensemble of runs trained apart, measured before it is
+built into one model. The tuning pairs are the first run's held-out images, which runs of one seed on one data set
+share.
 
 Each is scored by image AUROC on the synthetic check (the run's held-out good images, clean and with a painted
 defect: the tuning signal, which picks the score) and on the test split of --data (the report). Rows go to
@@ -48,7 +53,8 @@ TRANSFORM_SETS = {"none": ("identity",), "flips": ("identity", "flip_lr", "flip_
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, metavar="RUN", help="a trained run folder")
+    parser.add_argument("--model", required=True, nargs="+", metavar="RUN",
+                        help="a trained run folder; several: their maps averaged (see above)")
     parser.add_argument("--data", required=True, help="MVTec-layout set whose test/ split is reported")
     parser.add_argument("--seed", type=int, default=0, help="seed of the painted defects (default: %(default)s)")
     parser.add_argument("--transforms", choices=sorted(TRANSFORM_SETS), default="none",
@@ -71,24 +77,33 @@ def image_scores(anomaly_map, *, min_area: int) -> dict[str, float]:
             "top1pct": float(flat[-max(1, flat.size // 100):].mean())}
 
 
-def averaged_maps(inspector, images: list, transforms: tuple[str, ...]) -> list:
-    """Each image's anomaly map, averaged over the test-time transforms (each map turned back onto the photo)."""
+def averaged_maps(inspectors: list, images: list, transforms: tuple[str, ...]) -> list:
+    """Each image's anomaly map, averaged over the test-time transforms (each map turned back onto the photo) and
+    over the runs (each map brought to the first run's decision resolution, bilinear)."""
+    import cv2
     import numpy as np
 
     sums = None
-    for name in transforms:
-        turn, turn_back = TRANSFORMS[name]
-        maps = inspector.maps_for([np.ascontiguousarray(turn(image)) for image in images])[2]
-        maps = [turn_back(anomaly_map) for anomaly_map in maps]
-        sums = maps if sums is None else [total + anomaly_map for total, anomaly_map in zip(sums, maps)]
-    return [np.ascontiguousarray(total / len(transforms)) for total in sums]
+    for inspector in inspectors:
+        for name in transforms:
+            turn, turn_back = TRANSFORMS[name]
+            maps = inspector.maps_for([np.ascontiguousarray(turn(image)) for image in images])[2]
+            maps = [turn_back(anomaly_map) for anomaly_map in maps]
+            if sums is not None:
+                maps = [anomaly_map if anomaly_map.shape == total.shape else
+                        cv2.resize(np.asarray(anomaly_map, np.float32), total.shape[::-1], interpolation=cv2.INTER_AREA
+                                   if anomaly_map.shape[0] > total.shape[0] else cv2.INTER_LINEAR)
+                        for total, anomaly_map in zip(sums, maps)]
+            sums = maps if sums is None else [total + anomaly_map for total, anomaly_map in zip(sums, maps)]
+    return [np.ascontiguousarray(total / (len(transforms) * len(inspectors))) for total in sums]
 
 
-def scores_of(inspector, images: list, *, min_area: int, transforms: tuple[str, ...] = ("identity",)) -> list[dict]:
+def scores_of(inspectors: list, images: list, *, min_area: int,
+              transforms: tuple[str, ...] = ("identity",)) -> list[dict]:
     rows = []
     for start in range(0, len(images), 32):
         rows += [image_scores(anomaly_map, min_area=min_area)
-                 for anomaly_map in averaged_maps(inspector, images[start:start + 32], transforms)]
+                 for anomaly_map in averaged_maps(inspectors, images[start:start + 32], transforms)]
     return rows
 
 
@@ -103,28 +118,33 @@ def main(argv: list[str] | None = None) -> int:
     from utils.metrics import image_auroc
     from utils.run import append_rows
 
-    inspector = Inspector.from_run(args.model)
+    inspectors = [Inspector.from_run(run) for run in args.model]
+    inspector = inspectors[0]
     min_area = int(inspector.run.calibration["min_area"])
     tuning_images, tuning_labels = synthetic_pairs(inspector, seed=args.seed)
     items = find_test_items(args.data)
     transforms = TRANSFORM_SETS[args.transforms]
-    test_scores = scores_of(inspector, [decode_image(item.path) for item in items], min_area=min_area,
+    test_scores = scores_of(inspectors, [decode_image(item.path) for item in items], min_area=min_area,
                             transforms=transforms)
-    tuning_scores = scores_of(inspector, tuning_images, min_area=min_area, transforms=transforms)
+    tuning_scores = scores_of(inspectors, tuning_images, min_area=min_area, transforms=transforms)
     test_labels = [item.is_defective for item in items]
-    rows = [{"score": name, "transforms": args.transforms, "synthetic_auroc": image_auroc(tuning_labels, [row[name] for row in tuning_scores]),
+    configs = [{key: each.run.config.get(key) for key in ("model", "recipe", "head", "members", "painter", "size",
+                                                          "tile", "keep_aspect", "epochs", "seed")}
+               for each in inspectors]
+    runs = " ".join(["RUN"] + [f"RUN{number}" for number in range(2, len(inspectors) + 1)])
+    rows = [{"score": name, "transforms": args.transforms,
+             "synthetic_auroc": image_auroc(tuning_labels, [row[name] for row in tuning_scores]),
              "test_image_auroc": image_auroc(test_labels, [row[name] for row in test_scores]),
-             "run_config": {key: inspector.run.config.get(key) for key in ("model", "recipe", "head", "members",
-                                                                         "painter", "size", "tile", "keep_aspect",
-                                                                         "epochs", "seed")},
-             "command": f"python benchmarks/bench_scores.py --model RUN --data {args.data} --seed {args.seed}"
+             "run_config": configs[0], **({"averaged_with": configs[1:]} if len(configs) > 1 else {}),
+             "command": f"python benchmarks/bench_scores.py --model {runs} --data {args.data} --seed {args.seed}"
                         + (f" --transforms {args.transforms}" if args.transforms != "none" else "")}
             for name in test_scores[0]]
     print(f"test-time transforms: {', '.join(transforms)}")
     print(f"{'score':<10}{'synthetic AUROC':>17}{'test image AUROC':>18}")
     for row in rows:
         print(f"{row['score']:<10}{row['synthetic_auroc']:>17.3f}{row['test_image_auroc']:>18.3f}")
-    out = Path(args.out) if args.out else PROJECT_ROOT / "benchmarks" / "results" / f"scores_{dataset_name(args.data)}.json"
+    out = (Path(args.out) if args.out
+           else PROJECT_ROOT / "benchmarks" / "results" / f"scores_{dataset_name(args.data)}.json")
     append_rows(out, rows)
     print(f"rows: {out}")
     return 0
