@@ -12,10 +12,10 @@ calibration, wall clock on this machine), and the synthetic AUROC (utils.evaluat
 held-out good images, clean and with a painted defect), the signal to rank recipes by without the test split;
 then TPR and TNR at the threshold `--threshold-from synthetic` would choose.
 
-Rows go to benchmarks/results/quality_<dataset>.json (or --out): a list of objects with keys model, recipe, size,
-epochs, image_auroc, pixel_auroc, aupro, iou_bbox_mean, balanced_accuracy, tpr, tnr, synthetic_auroc,
-tpr_synthetic_threshold, tnr_synthetic_threshold, train_seconds and command (the command that reproduces the
-row). Rows already in the file for another model or recipe are kept, so models can be benchmarked one at a
+Rows go to benchmarks/results/quality_<dataset>.json (or --out): a list of objects with keys model, recipe, size
+(null for tiles: the recipe holds the tile), epochs, image_auroc, pixel_auroc, aupro, iou_bbox_mean,
+balanced_accuracy, tpr, tnr, synthetic_auroc, tpr_synthetic_threshold, tnr_synthetic_threshold, train_seconds and
+command (the command that reproduces the row). Rows already in the file for another model or recipe are kept, so models can be benchmarked one at a
 time. Run folders go to a temporary folder deleted at the end, unless --runs-dir is given.
 """
 from __future__ import annotations
@@ -118,7 +118,8 @@ def benchmark_model(config, model: str, runs_dir: Path) -> dict:
     per_image = report.evaluations["calibrated"].rows
     metrics = {**report.evaluations["calibrated"].metrics, **synthetic,
                **rates_at_synthetic_threshold(run_dir, per_image, batch_size=config.batch_size)}
-    row = {"model": model, "recipe": recipe_of(config), "size": config.size, "epochs": config.epochs,
+    row = {"model": model, "recipe": recipe_of(config), "size": None if config.tile else config.size,  # unused
+           "epochs": config.epochs,
            **{key: metrics[key] for key in ("image_auroc", "pixel_auroc", "aupro", "iou_bbox_mean",
                                             "balanced_accuracy", "tpr", "tnr", "synthetic_auroc",
                                             "tpr_synthetic_threshold", "tnr_synthetic_threshold")},
@@ -144,8 +145,9 @@ def merged_rows(path: Path, new_rows: list[dict]) -> list[dict]:
     """Rows already in `path`, minus those the new rows replace (same model, size, epochs and recipe), plus these."""
     from utils.run import read_json
 
-    def identity(row: dict) -> tuple:
-        return row["model"], row["size"], row["epochs"], json.dumps(row["recipe"], sort_keys=True)
+    def identity(row: dict) -> tuple:  # older tile rows carry the unused --size: the tile decides
+        size = None if row["recipe"].get("tile") else row["size"]
+        return row["model"], size, row["epochs"], json.dumps(row["recipe"], sort_keys=True)
 
     replaced = {identity(row) for row in new_rows}
     old_rows = read_json(path) if path.is_file() else []
