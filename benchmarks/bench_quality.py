@@ -15,8 +15,9 @@ then TPR and TNR at the threshold `--threshold-from synthetic` would choose.
 Rows go to benchmarks/results/quality_<dataset>.json (or --out): a list of objects with keys model, recipe, size
 (null for tiles: the recipe holds the tile), epochs, image_auroc, pixel_auroc, aupro, iou_bbox_mean,
 balanced_accuracy, tpr, tnr, synthetic_auroc, tpr_synthetic_threshold, tnr_synthetic_threshold, train_seconds and
-command (the command that reproduces the row). Rows already in the file for another model or recipe are kept, so models can be benchmarked one at a
-time. Run folders go to a temporary folder deleted at the end, unless --runs-dir is given.
+command (the command that reproduces the row). Rows already in the file for another model or recipe are kept, so
+models can be benchmarked one at a time. Run folders go to a temporary folder deleted at the end, unless --runs-dir
+is given.
 """
 from __future__ import annotations
 
@@ -118,7 +119,8 @@ def benchmark_model(config, model: str, runs_dir: Path) -> dict:
     per_image = report.evaluations["calibrated"].rows
     metrics = {**report.evaluations["calibrated"].metrics, **synthetic,
                **rates_at_synthetic_threshold(run_dir, per_image, batch_size=config.batch_size)}
-    row = {"model": model, "recipe": recipe_of(config), "size": None if config.tile else config.size,  # unused
+    row = {"model": model, "recipe": recipe_of(config),
+           "size": None if config.tile else config.size,  # with tiles --size is unused: the recipe holds the tile
            "epochs": config.epochs,
            **{key: metrics[key] for key in ("image_auroc", "pixel_auroc", "aupro", "iou_bbox_mean",
                                             "balanced_accuracy", "tpr", "tnr", "synthetic_auroc",

@@ -79,9 +79,10 @@ def image_scores(anomaly_map, *, min_area: int) -> dict[str, float]:
 
 def averaged_maps(inspectors: list, images: list, transforms: tuple[str, ...]) -> list:
     """Each image's anomaly map, averaged over the test-time transforms (each map turned back onto the photo) and
-    over the runs (each map brought to the first run's decision resolution, bilinear)."""
-    import cv2
+    over the runs (each map brought to the first run's decision resolution)."""
     import numpy as np
+
+    from utils.preprocessing import resize_to
 
     sums = None
     for inspector in inspectors:
@@ -89,12 +90,12 @@ def averaged_maps(inspectors: list, images: list, transforms: tuple[str, ...]) -
             turn, turn_back = TRANSFORMS[name]
             maps = inspector.maps_for([np.ascontiguousarray(turn(image)) for image in images])[2]
             maps = [turn_back(anomaly_map) for anomaly_map in maps]
-            if sums is not None:
-                maps = [anomaly_map if anomaly_map.shape == total.shape else
-                        cv2.resize(np.asarray(anomaly_map, np.float32), total.shape[::-1], interpolation=cv2.INTER_AREA
-                                   if anomaly_map.shape[0] > total.shape[0] else cv2.INTER_LINEAR)
-                        for total, anomaly_map in zip(sums, maps)]
-            sums = maps if sums is None else [total + anomaly_map for total, anomaly_map in zip(sums, maps)]
+            if sums is None:
+                sums = maps
+                continue
+            sums = [total + (anomaly_map if anomaly_map.shape == total.shape
+                             else resize_to(np.asarray(anomaly_map, np.float32), total.shape[1], total.shape[0]))
+                    for total, anomaly_map in zip(sums, maps)]
     return [np.ascontiguousarray(total / (len(transforms) * len(inspectors))) for total in sums]
 
 

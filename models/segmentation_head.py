@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 HEAD_LEVELS = 3  # U-Net depth (--head-levels): each level halves the image, so sizes must be multiples of 2**levels
-MAX_HEAD_LEVELS = 5
+MAX_HEAD_LEVELS = 5  # a 64 px input is then 2 px at the bottom
 HEAD_FIRST_FILTERS = 16  # the first level's; each level doubles them (16, 32, 64), the bottom 2× the last
 FOCAL_GAMMA = 2.0
 SEGMENTATION_WEIGHT = 1.0  # relative to the reconstruction loss

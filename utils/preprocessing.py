@@ -42,8 +42,9 @@ def _check_common(size: int, color_mode: str, name: str = "size") -> None:
         raise ValueError(f"{name} must be an integer of at least {MIN_SIZE} px; got {size!r}")
 
 
-def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """cv2.resize that keeps a trailing channel axis and picks INTER_AREA when shrinking."""
+def resize_to(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """cv2.resize to width × height that keeps a trailing channel axis and picks INTER_AREA when shrinking,
+    bilinear otherwise (every resize of photos and maps goes through it)."""
     shrinking = image.shape[0] > height or image.shape[1] > width
     resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
     return resized.reshape(height, width, *image.shape[2:])
@@ -83,7 +84,7 @@ class Stretch:
 
     def to_model_uint8(self, image: np.ndarray) -> np.ndarray:
         """Decoded image of any size → uint8 training input (kept in uint8 for caching: a quarter of float32)."""
-        return _resize(to_color_mode(image, self.color_mode), self.size, self.size)
+        return resize_to(to_color_mode(image, self.color_mode), self.size, self.size)
 
     def to_model(self, image: np.ndarray) -> np.ndarray:
         """Decoded image of any size → float32 size×size×C in [0, 1]."""
@@ -129,8 +130,8 @@ class Stretch:
         if (height, width) == (self.size, self.size):
             return reconstruction, anomaly_map, defect_mask
         mask = cv2.resize(np.asarray(defect_mask, np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
-        return (_resize(np.asarray(reconstruction, np.float32), width, height),
-                _resize(np.asarray(anomaly_map, np.float32), width, height), mask)
+        return (resize_to(np.asarray(reconstruction, np.float32), width, height),
+                resize_to(np.asarray(anomaly_map, np.float32), width, height), mask)
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ class KeepAspect:
     def to_model_uint8(self, image: np.ndarray) -> np.ndarray:
         image = to_color_mode(image, self.color_mode)
         rows, columns = self.content_shape(*image.shape[:2])
-        scaled = _resize(image, columns, rows)
+        scaled = resize_to(image, columns, rows)
         padded = cv2.copyMakeBorder(scaled, 0, self.size - rows, 0, self.size - columns, cv2.BORDER_REFLECT_101
                                     if min(rows, columns) > 1 else cv2.BORDER_REPLICATE)
         return padded.reshape(self.input_shape)
@@ -172,7 +173,7 @@ class KeepAspect:
     def merge(self, values: np.ndarray, placement: Any) -> np.ndarray:
         height, width = placement
         rows, columns = self.content_shape(height, width)
-        return _resize(np.ascontiguousarray(values[0][:rows, :columns]), width, height)
+        return resize_to(np.ascontiguousarray(values[0][:rows, :columns]), width, height)
 
     def view(self, image: np.ndarray) -> np.ndarray:
         return _unit(to_color_mode(image, self.color_mode))
@@ -224,7 +225,7 @@ class Tiles:
         image = to_color_mode(image, self.color_mode)
         if self.scale != 1.0:
             height, width = image.shape[:2]
-            image = _resize(image, max(1, round(width * self.scale)), max(1, round(height * self.scale)))
+            image = resize_to(image, max(1, round(width * self.scale)), max(1, round(height * self.scale)))
         rows, columns = max(0, self.tile - image.shape[0]), max(0, self.tile - image.shape[1])
         if rows or columns:
             border = cv2.BORDER_REFLECT_101 if min(image.shape[:2]) > 1 else cv2.BORDER_REPLICATE
@@ -305,7 +306,7 @@ class TilePlan:
         for total in self.sums or []:
             weight = self.weight if total.ndim == 2 else self.weight[:, :, None]
             blended = np.ascontiguousarray((total / weight)[:rows, :columns])
-            merged.append(blended if (rows, columns) == (height, width) else _resize(blended, width, height))
+            merged.append(blended if (rows, columns) == (height, width) else resize_to(blended, width, height))
         return merged
 
 
